@@ -1,0 +1,186 @@
+"""BrainFlow boards as sources: one :class:`BoardSpec` per device, start/stop/poll."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from brainflow.board_shim import BoardIds, BoardShim, BrainFlowError, BrainFlowInputParams
+from pylsl import local_clock
+
+from bci.stream import AcquisitionError, Source, SourceState, StreamInfo
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_board_id(board: int | str) -> int:
+    """Board id from an id (``-1``) or a name (``"synthetic"``, ``"SYNTHETIC_BOARD"``, ``"cyton"``).
+
+    Raises
+    ------
+    AcquisitionError
+        If no BrainFlow board has that id or name.
+    """
+    ids = {b.value: b.name for b in BoardIds}
+    if isinstance(board, int | np.integer) or (isinstance(board, str) and board.lstrip("-").isdigit()):
+        bid = int(board)
+        if bid in ids:
+            return bid
+        raise AcquisitionError(
+            f"BrainFlow has no board with id {bid}; use an id such as -1 (synthetic) or a name "
+            "such as 'synthetic' or 'cyton' (see `yume boards`)."
+        )
+    key = str(board).strip().upper().replace("-", "_").replace(" ", "_")
+    for cand in (key, key + "_BOARD"):
+        if cand in BoardIds.__members__:
+            return BoardIds[cand].value
+    raise AcquisitionError(
+        f"BrainFlow has no board named {board!r}; use a name such as 'synthetic', 'cyton' or "
+        "'ganglion', or a numeric board id (see `yume boards`)."
+    )
+
+
+def board_names() -> dict[int, str]:
+    """All BrainFlow board ids with their names."""
+    return {b.value: b.name for b in BoardIds}
+
+
+@dataclass(frozen=True)
+class BoardSpec:
+    """Everything needed to open one BrainFlow board (BrainFlow's ``BrainFlowInputParams``).
+
+    Parameters
+    ----------
+    board : int or str
+        Board id or name (``"synthetic"``, ``"cyton"``, ``-1``...).
+    serial_port, mac_address, ip_address, serial_number, file, other_info : str
+        Connection parameters; which ones a board needs is listed in BrainFlow's documentation.
+    ip_port, ip_protocol, timeout : int
+        Network parameters and discovery timeout (s).
+    master_board : int or str or None
+        For the playback and streaming boards: the board the file or stream came from.
+    """
+
+    board: int | str = "synthetic"
+    serial_port: str = ""
+    mac_address: str = ""
+    ip_address: str = ""
+    ip_port: int = 0
+    ip_protocol: int = 0
+    serial_number: str = ""
+    file: str = ""
+    other_info: str = ""
+    timeout: int = 0
+    master_board: int | str | None = None
+
+    @property
+    def board_id(self) -> int:
+        return resolve_board_id(self.board)
+
+    def input_params(self) -> BrainFlowInputParams:
+        params = BrainFlowInputParams()
+        for key, value in asdict(self).items():
+            if key in ("board",):
+                continue
+            if key == "master_board":
+                if value is not None:
+                    params.master_board = resolve_board_id(value)
+                continue
+            setattr(params, key, value)
+        return params
+
+
+class BrainFlowSource(Source):
+    """Acquire the EEG channels of a BrainFlow board, timestamps on the LSL clock.
+
+    Parameters
+    ----------
+    spec : BoardSpec
+        Which board and how to reach it.
+    channels : {"eeg", "all"}
+        ``"eeg"`` keeps the board's EEG rows; ``"all"`` adds EMG/EOG/ECG rows where the board
+        lists them.
+    """
+
+    def __init__(self, spec: BoardSpec = BoardSpec(), channels: str = "eeg") -> None:
+        self.spec = spec
+        self.board_id = spec.board_id  # fails early, with a clear message, on a bad id
+        descr_id = self.board_id
+        if spec.master_board is not None:
+            descr_id = resolve_board_id(spec.master_board)
+        BoardShim.disable_board_logger()
+        descr = BoardShim.get_board_descr(descr_id)
+        rows = list(descr.get("eeg_channels", []))
+        names = list(descr.get("eeg_names", "").split(",")) if descr.get("eeg_names") else []
+        names = names if len(names) == len(rows) else [f"EEG{i + 1}" for i in range(len(rows))]
+        types = ["eeg"] * len(rows)
+        if channels == "all":
+            for key, typ in (("emg_channels", "emg"), ("eog_channels", "eog"),
+                             ("ecg_channels", "ecg")):
+                for i, r in enumerate(descr.get(key, [])):
+                    if r not in rows:
+                        rows.append(r)
+                        names.append(f"{typ.upper()}{i + 1}")
+                        types.append(typ)
+        self._rows = rows
+        self._ts_row = descr["timestamp_channel"]
+        self._board: BoardShim | None = None
+        self._offset = 0.0
+        self.info = StreamInfo(
+            name=f"BrainFlow {descr.get('name', self.board_id)}",
+            sfreq=float(descr["sampling_rate"]),
+            ch_names=tuple(names),
+            ch_types=tuple(types),
+            units="uV",
+            source_id=f"brainflow-{self.board_id}-{spec.serial_number or spec.serial_port}",
+        )
+
+    def start(self) -> None:
+        board = BoardShim(self.board_id, self.spec.input_params())
+        try:
+            board.prepare_session()
+            board.start_stream(450_000)
+        except BrainFlowError as err:
+            try:
+                board.release_session()
+            except BrainFlowError:
+                pass
+            self.state = SourceState.FAILED
+            hint = ""
+            if self.spec.serial_port:
+                hint = (f" Check that {self.spec.serial_port} exists, the amplifier is plugged in "
+                        "and you may open it (e.g. membership of the 'dialout' group).")
+            raise AcquisitionError(
+                f"Could not open {self.info.name}: {err}.{hint}"
+            ) from err
+        # BrainFlow stamps with the Unix clock; everything in the app runs on the LSL clock.
+        self._offset = time.time() - local_clock()
+        self._board = board
+        self.state = SourceState.STREAMING
+        logger.info("streaming from %s at %.0f Hz", self.info.name, self.info.sfreq)
+
+    def poll(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._board is None:
+            raise AcquisitionError(f"{self.info.name} is not started; call start() first.")
+        try:
+            raw = self._board.get_board_data()
+        except BrainFlowError as err:
+            self.state = SourceState.FAILED
+            raise AcquisitionError(f"Lost {self.info.name}: {err}") from err
+        return raw[self._rows].astype(np.float32), raw[self._ts_row] - self._offset
+
+    def insert_marker(self, value: float) -> None:
+        """Write a numeric marker into the board's marker row (BrainFlow's own event channel)."""
+        if self._board is not None:
+            self._board.insert_marker(float(value))
+
+    def stop(self) -> None:
+        board, self._board = self._board, None
+        if board is not None:
+            try:
+                board.stop_stream()
+            finally:
+                board.release_session()
+        self.state = SourceState.STOPPED

@@ -1,0 +1,1 @@
+"""Calibration paradigms, cue timing, decoder training, cross-validation and reports."""

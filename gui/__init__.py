@@ -1,0 +1,1 @@
+"""The application: PyQt6 window, command line and headless runs. Nothing imports this package."""

@@ -1,0 +1,66 @@
+"""The ``yume`` command line: parses arguments and calls library functions, nothing more.
+
+Each sub-command lives in its own module under :mod:`gui.commands` and provides
+``add_parser(subparsers)``, which registers the parser and sets ``func`` to the function that
+runs it. New modules there are picked up automatically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import pkgutil
+import sys
+
+import gui.commands
+
+EPILOG = """\
+Typical session:
+  yume run                     steer the sandbox world (window, or headless without a display)
+  yume boards                  list BrainFlow boards and their ids
+Run `yume COMMAND --help` for the options of each command."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="yume",
+        description="Yume BCI: steer a generated, explorable world with brain signals.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in sorted(pkgutil.iter_modules(gui.commands.__path__), key=lambda m: m.name):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"gui.commands.{mod.name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``yume`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("yume: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, OSError) as err:
+        # Project errors are ValueError/RuntimeError subclasses with a message for the user.
+        if args.verbose >= 2:
+            raise
+        print(f"yume {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

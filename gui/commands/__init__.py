@@ -1,0 +1,1 @@
+"""Sub-commands of ``yume``; each module registers one with ``add_parser``."""
