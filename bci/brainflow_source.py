@@ -24,7 +24,8 @@ def resolve_board_id(board: int | str) -> int:
         If no BrainFlow board has that id or name.
     """
     ids = {b.value: b.name for b in BoardIds}
-    if isinstance(board, int | np.integer) or (isinstance(board, str) and board.lstrip("-").isdigit()):
+    numeric = isinstance(board, str) and board.strip().lstrip("-").isdigit()
+    if isinstance(board, int | np.integer) or numeric:
         bid = int(board)
         if bid in ids:
             return bid

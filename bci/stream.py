@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -14,7 +14,7 @@ class AcquisitionError(RuntimeError):
     """A source could not be opened or read; the message says what to do."""
 
 
-class SourceState(str, Enum):
+class SourceState(StrEnum):
     """Where a source stands, as shown in the window and written to the log."""
 
     IDLE = "idle"

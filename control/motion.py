@@ -36,7 +36,7 @@ class MotionStep:
 
     def __post_init__(self) -> None:
         if not (self.metres_per_frame >= 0 and self.degrees_per_frame >= 0):
-            raise ValueError("MotionStep needs non-negative metres_per_frame and degrees_per_frame.")
+            raise ValueError("MotionStep needs non-negative metres and degrees per frame.")
         if not 0 < self.max_pitch_deg < 90:
             raise ValueError("max_pitch_deg must lie strictly between 0 and 90 degrees.")
 

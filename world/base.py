@@ -53,7 +53,9 @@ def check_resolution(height: int, width: int) -> tuple[int, int]:
     try:
         h, w = int(height), int(width)
     except (TypeError, ValueError) as err:
-        raise WorldError(f"Resolution must be two whole numbers, got {height!r}x{width!r}.") from err
+        raise WorldError(
+            f"Resolution must be two whole numbers, got {height!r}x{width!r}."
+        ) from err
     if h <= 0 or w <= 0 or h != height or w != width:
         raise WorldError(
             f"Resolution {height}x{width} is not valid; height and width must be positive "
@@ -90,5 +92,5 @@ class WorldEngine(abc.ABC):
         """Camera-to-world pose of the last frame."""
         raise NotImplementedError
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
         """Release resources (threads, files); the default has none."""

@@ -1,0 +1,133 @@
+"""Assemble a session (source, world, log) and run it in the window or headless."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bci.acquisition import Acquisition
+from bci.brainflow_source import BoardSpec, BrainFlowSource
+from bci.eventlog import EventLog
+from bci.stream import Source
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    """What ``yume run`` was asked to do."""
+
+    world: str = "sandbox"
+    seed: int = 0
+    resolution: tuple[int, int] = (256, 256)
+    source: str = "synthetic"
+    out: Path = Path("runs")
+    headless: bool | None = None  # None: decide from the display
+    realtime: bool = True
+    max_seconds: float | None = None  # window: close after this long (tests, demos)
+
+
+def has_display() -> bool:
+    """True when a window can be shown (X11/Wayland display, or a Qt platform chosen)."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform and platform != "offscreen":
+        return True
+    if platform == "offscreen":
+        return False
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def open_source(text: str) -> Source | None:
+    """A source from its command-line name: ``synthetic``, ``brainflow:<board>`` or ``none``."""
+    text = text.strip()
+    if text in ("", "none"):
+        return None
+    if text == "synthetic":
+        return BrainFlowSource(BoardSpec("synthetic"))
+    if text.startswith("brainflow:"):
+        return BrainFlowSource(BoardSpec(text.split(":", 1)[1]))
+    raise ValueError(
+        f"Unknown source {text!r}; use 'synthetic', 'brainflow:<board name or id>' or 'none'."
+    )
+
+
+def make_engine(opts: RunOptions):
+    from world.registry import make_world
+
+    engine = make_world(opts.world, height=opts.resolution[0], width=opts.resolution[1])
+    engine.reset(seed=opts.seed)
+    return engine
+
+
+def session_folder(out: Path) -> Path:
+    """A new, time-stamped folder for one run."""
+    folder = Path(out) / time.strftime("%Y%m%d-%H%M%S")
+    n = 1
+    base = folder
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    folder.mkdir(parents=True)
+    return folder
+
+
+def start_acquisition(source_name: str) -> Acquisition | None:
+    source = open_source(source_name)
+    if source is None:
+        return None
+    acq = Acquisition(source)
+    acq.start()
+    return acq
+
+
+def run_headless_session(opts: RunOptions):
+    """The headless run of ``make run``: returns a :class:`gui.headless.HeadlessResult`."""
+    from gui.headless import run_headless
+
+    engine = make_engine(opts)
+    folder = session_folder(opts.out)
+    acq = start_acquisition(opts.source)
+    try:
+        return run_headless(engine, folder, acquisition=acq, realtime=opts.realtime)
+    finally:
+        if acq is not None:
+            acq.stop()
+        engine.close()
+
+
+def build_window(opts: RunOptions):
+    """Create (but do not show) the main window with its world server and acquisition."""
+    from gui.main_window import MainWindow
+    from world.server import WorldServer
+
+    engine = make_engine(opts)
+    folder = session_folder(opts.out)
+    log = EventLog(folder / "session.jsonl")
+    acq = start_acquisition(opts.source)
+    window = MainWindow(WorldServer(engine), acquisition=acq, log=log)
+    first = getattr(engine, "last_frame", None)
+    if first is not None:
+        window.show_image(first)
+    window.session_folder = folder
+    return window
+
+
+def run_window(opts: RunOptions) -> int:
+    """Open the window and run the Qt event loop until it is closed."""
+    from PyQt6 import QtCore, QtWidgets
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    window = build_window(opts)
+    window.show()
+    window.start()
+    window.setFocus()
+    if opts.max_seconds:
+        QtCore.QTimer.singleShot(int(opts.max_seconds * 1000), window.close)
+    code = app.exec()
+    window.log.close()
+    print(f"session log: {window.session_folder / 'session.jsonl'}")
+    return int(code)

@@ -1,0 +1,67 @@
+"""``yume run``: steer a world (window when there is a display, headless scripted run otherwise)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _resolution(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a resolution; write HEIGHTxWIDTH such as 256x256") from err
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"resolution {text} must be positive, e.g. 256x256")
+    return h, w
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "run", help="steer a world with the keyboard or a decoder (the main app)",
+        description=(
+            "Open the Yume BCI window: the world on the left (W/A/S/D move, arrows turn and "
+            "tilt), live signals on the right. Without a display, run a scripted ~20 s route "
+            "headless and write an animated GIF, a contact sheet, a signal plot and the session "
+            "log into --out."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--world", default="sandbox", help="world engine: sandbox or mvdt")
+    p.add_argument("--seed", type=int, default=0, help="scene seed")
+    p.add_argument("--resolution", type=_resolution, default=(256, 256),
+                   help="frame size HEIGHTxWIDTH")
+    p.add_argument("--source", default="synthetic",
+                   help="signal source: synthetic, brainflow:<board>, none")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="folder for session outputs")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--headless", dest="headless", action="store_true", default=None,
+                      help="scripted run without a window, even with a display")
+    mode.add_argument("--window", dest="headless", action="store_false",
+                      help="open the window (needs a display)")
+    p.add_argument("--fast", action="store_true",
+                   help="headless: do not pace the route in real time")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="window: close automatically after this many seconds")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gui.app import RunOptions, has_display, run_headless_session, run_window
+
+    opts = RunOptions(world=args.world, seed=args.seed, resolution=args.resolution,
+                      source=args.source, out=args.out, headless=args.headless,
+                      realtime=not args.fast, max_seconds=args.max_seconds)
+    headless = (not has_display()) if opts.headless is None else opts.headless
+    if not headless:
+        return run_window(opts)
+    result = run_headless_session(opts)
+    s = result.summary
+    print(f"headless run: {s['frames']} frames of the {s['world']} world "
+          f"({s['generation_fps']} frames/s generated), outputs in {result.folder}")
+    print(f"  animation:     {result.animation}")
+    print(f"  contact sheet: {result.contact_sheet}")
+    if result.signals:
+        print(f"  signals:       {result.signals}")
+    print(f"  session log:   {result.log}")
+    return 0

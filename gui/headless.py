@@ -1,0 +1,179 @@
+"""A scripted run without a window: the world follows a route while the source is recorded.
+
+Writes, into one folder: the generated frames as an animated GIF, a PNG contact sheet, a PNG of
+the signals acquired during the run, the JSON-lines session log and a summary. This is what
+``make run`` does on a machine without a display.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from bci.acquisition import Acquisition
+from bci.eventlog import EventLog
+from control.actions import Action, parse_action
+from world.base import WorldEngine
+
+logger = logging.getLogger(__name__)
+
+# About 20 s at 16 frames/s: walk, turn at corners, look up and down, strafe, back up.
+DEFAULT_ROUTE: tuple[tuple[str, float], ...] = (
+    ("W", 3.0), ("W →", 2.0), ("W", 2.5), ("←", 2.0), ("W+A", 2.0), ("↑", 1.0), ("↓", 1.0),
+    ("D", 1.5), ("W ←", 2.0), ("S", 1.0), ("→", 2.0),
+)
+
+
+@dataclass
+class HeadlessResult:
+    """Where a headless run wrote its outputs, and what it measured."""
+
+    folder: Path
+    animation: Path
+    contact_sheet: Path
+    log: Path
+    signals: Path | None
+    summary: dict = field(default_factory=dict)
+
+
+def parse_route(route: Sequence[tuple[str, float]]) -> list[tuple[Action, float]]:
+    """Validate a route of (action string, seconds) pairs."""
+    out = []
+    for text, seconds in route:
+        if seconds <= 0:
+            raise ValueError(f"Route step {text!r} has a duration of {seconds} s; use > 0.")
+        out.append((parse_action(text), float(seconds)))
+    return out
+
+
+def contact_sheet(frames: Sequence[np.ndarray], labels: Sequence[str], columns: int = 6,
+                  thumb: int = 160) -> Image.Image:
+    """A grid of thumbnails with a caption under each."""
+    rows = (len(frames) + columns - 1) // columns
+    cap = 18
+    sheet = Image.new("RGB", (columns * thumb, rows * (thumb + cap)), (20, 20, 20))
+    draw = ImageDraw.Draw(sheet)
+    for i, (frame, label) in enumerate(zip(frames, labels, strict=True)):
+        r, c = divmod(i, columns)
+        img = Image.fromarray(frame).resize((thumb, thumb), Image.Resampling.BILINEAR)
+        sheet.paste(img, (c * thumb, r * (thumb + cap)))
+        draw.text((c * thumb + 4, r * (thumb + cap) + thumb + 3), label, fill=(230, 230, 230))
+    return sheet
+
+
+def plot_signals(data: np.ndarray, times: np.ndarray, ch_names: Sequence[str], units: str,
+                 path: Path, max_channels: int = 16) -> Path:
+    """Save a stacked-trace plot of the acquired signals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(len(ch_names), max_channels)
+    centred = data[:n] - data[:n].mean(axis=1, keepdims=True)
+    spread = float(np.percentile(np.abs(centred), 99)) * 2 or 1.0
+    fig, ax = plt.subplots(figsize=(10, 0.45 * n + 1.2), dpi=100)
+    t = times - times[0]
+    for i in range(n):
+        ax.plot(t, centred[i] + (n - 1 - i) * spread, lw=0.5)
+    ax.set_yticks([(n - 1 - i) * spread for i in range(n)], list(ch_names[:n]))
+    ax.set_xlabel("time (s)")
+    ax.set_title(f"Signals during the run ({spread:.0f} {units} between channels)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def run_headless(engine: WorldEngine, out_dir: str | Path,
+                 route: Sequence[tuple[str, float]] = DEFAULT_ROUTE,
+                 acquisition: Acquisition | None = None, realtime: bool = True,
+                 progress: bool = True) -> HeadlessResult:
+    """Drive ``engine`` along ``route`` and write the results into ``out_dir``.
+
+    Parameters
+    ----------
+    engine : WorldEngine
+        A world that has been reset.
+    out_dir : path
+        Folder for the outputs (created).
+    route : sequence of (action string, seconds)
+        The scripted route.
+    acquisition : Acquisition or None
+        A started acquisition to record alongside (its signals are plotted).
+    realtime : bool
+        Pace the run at the world's frame rate (so signals and frames share one time base);
+        False runs as fast as the engine can.
+    progress : bool
+        Show a progress bar.
+    """
+    steps = parse_route(route)
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    log = EventLog(folder / "session.jsonl")
+    log.log("run_started", world=engine.name, frame_rate=engine.frame_rate,
+            resolution=[engine.height, engine.width],
+            source=acquisition.info.name if acquisition else None)
+    frames: list[np.ndarray] = []
+    labels: list[str] = []
+    total = sum(int(round(s * engine.frame_rate)) for _, s in steps)
+    t_start = time.perf_counter()
+    gen_seconds = 0.0
+    collisions = 0
+    bar = tqdm(total=total, desc="headless route", unit="frame", disable=not progress)
+    for action, seconds in steps:
+        n_frames = int(round(seconds * engine.frame_rate))
+        log.log("action", action=str(action), index=action.index, origin="route")
+        produced = 0
+        while produced < n_frames:
+            t0 = time.perf_counter()
+            chunk = engine.step(action)
+            gen_seconds += time.perf_counter() - t0
+            collisions += int(bool(chunk.info.get("collided", False)))
+            for i in range(len(chunk)):
+                frames.append(chunk.frames[i])
+                labels.append(str(action))
+                pose = chunk.poses[i]
+                log.log("frame", index=len(frames) - 1, world_time=float(chunk.timestamps[i]),
+                        action=str(action), position=pose[:3, 3].round(4).tolist())
+            produced += len(chunk)
+            bar.update(len(chunk))
+            if realtime:
+                due = t_start + len(frames) / engine.frame_rate
+                time.sleep(max(0.0, due - time.perf_counter()))
+    bar.close()
+    wall = time.perf_counter() - t_start
+
+    animation = folder / "route.gif"
+    iio.imwrite(animation, np.stack(frames), duration=1000 / engine.frame_rate, loop=0)
+    pick = np.linspace(0, len(frames) - 1, num=min(24, len(frames))).astype(int)
+    sheet = folder / "contact_sheet.png"
+    contact_sheet([frames[i] for i in pick], [f"{i}: {labels[i]}" for i in pick]).save(sheet)
+
+    signals = None
+    summary = {
+        "world": engine.name, "frames": len(frames), "wall_seconds": round(wall, 3),
+        "generation_fps": round(len(frames) / max(gen_seconds, 1e-9), 1),
+        "collisions": collisions, "resolution": [engine.height, engine.width],
+    }
+    if acquisition is not None:
+        data, ts = acquisition.buffer.latest()
+        summary.update(source=acquisition.info.name, sfreq=acquisition.info.sfreq,
+                       channels=acquisition.info.n_channels, samples=int(data.shape[1]),
+                       source_state=acquisition.state.value, source_error=acquisition.error)
+        if data.shape[1] > 1:
+            signals = plot_signals(data, ts, acquisition.info.ch_names, acquisition.info.units,
+                                   folder / "signals.png")
+    log.log("run_finished", **summary)
+    log.close()
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    return HeadlessResult(folder, animation, sheet, log.path, signals, summary)

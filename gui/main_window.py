@@ -1,0 +1,241 @@
+"""The main window: generated world on the left, live signals and the active action on the right.
+
+Nothing here blocks the GUI thread: the world runs in a :class:`world.server.WorldServer` thread,
+acquisition in an :class:`bci.acquisition.Acquisition` thread; timers only copy what is ready.
+A :class:`LoopMonitor` measures how late the event loop runs, shown in the status bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+from PyQt6 import QtCore, QtGui, QtWidgets
+
+from bci.acquisition import Acquisition
+from bci.eventlog import EventLog
+from control.actions import Action
+from control.keyboard import KeyboardMap
+from gui.keys import KeysWidget
+from gui.traces import TracesWidget
+from world.server import Frame, WorldServer
+
+logger = logging.getLogger(__name__)
+
+# Qt key codes -> the key names used by control.keyboard.
+_KEY_NAMES = {
+    QtCore.Qt.Key.Key_W: "W", QtCore.Qt.Key.Key_A: "A", QtCore.Qt.Key.Key_S: "S",
+    QtCore.Qt.Key.Key_D: "D", QtCore.Qt.Key.Key_Up: "Up", QtCore.Qt.Key.Key_Down: "Down",
+    QtCore.Qt.Key.Key_Left: "Left", QtCore.Qt.Key.Key_Right: "Right",
+}
+
+
+def key_name(key: int) -> str | None:
+    """Name of a Qt key for :class:`KeyboardMap`, or None for keys that do not steer."""
+    try:
+        return _KEY_NAMES.get(QtCore.Qt.Key(key))
+    except ValueError:
+        return None
+
+
+class LoopMonitor(QtCore.QObject):
+    """Measures event-loop lateness: a timer that should fire every ``interval_ms`` records how
+    late it actually fires. A blocked GUI thread shows up directly as lag."""
+
+    def __init__(self, interval_ms: int = 10, keep: int = 2000, parent=None) -> None:
+        super().__init__(parent)
+        self.interval = interval_ms / 1000.0
+        self.lags: list[float] = []
+        self.keep = keep
+        self._last = time.perf_counter()
+        self.timer = QtCore.QTimer(self)
+        self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start(interval_ms)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.lags.append(max(now - self._last - self.interval, 0.0))
+        self.lags = self.lags[-self.keep:]
+        self._last = now
+
+    def percentile(self, q: float) -> float:
+        """Lag percentile in milliseconds."""
+        return float(np.percentile(self.lags, q) * 1000) if self.lags else 0.0
+
+
+class WorldView(QtWidgets.QLabel):
+    """Shows RGB frames scaled to fit, keeping the aspect ratio."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setMinimumSize(256, 256)
+        self.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.setStyleSheet("background:#111;")
+        self.image: np.ndarray | None = None
+
+    def show_frame(self, image: np.ndarray) -> None:
+        self.image = np.ascontiguousarray(image)
+        h, w, _ = self.image.shape
+        qimg = QtGui.QImage(self.image.data, w, h, 3 * w, QtGui.QImage.Format.Format_RGB888)
+        pix = QtGui.QPixmap.fromImage(qimg.copy())
+        self.setPixmap(pix.scaled(self.size(), QtCore.Qt.AspectRatioMode.KeepAspectRatio,
+                                  QtCore.Qt.TransformationMode.FastTransformation))
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """The Yume BCI window.
+
+    Parameters
+    ----------
+    server : WorldServer
+        Running world (started by the window).
+    acquisition : Acquisition or None
+        Running acquisition whose buffer the traces show.
+    keymap : KeyboardMap
+        Keyboard steering.
+    log : EventLog or None
+        Session log (actions and frames).
+    """
+
+    def __init__(self, server: WorldServer, acquisition: Acquisition | None = None,
+                 keymap: KeyboardMap | None = None, log: EventLog | None = None) -> None:
+        super().__init__()
+        self.setWindowTitle("Yume BCI")
+        self.server, self.acquisition = server, acquisition
+        self.keymap = keymap or KeyboardMap()
+        self.log = log
+        self.pressed: set[str] = set()
+        self.frames_shown = 0
+        self._shown_times: list[float] = []
+
+        self.world_view = WorldView()
+        self.keys = KeysWidget(self.keymap)
+        right = QtWidgets.QWidget()
+        rlay = QtWidgets.QVBoxLayout(right)
+        if acquisition is not None:
+            self.traces: TracesWidget | None = TracesWidget(acquisition.buffer, acquisition.info)
+            rlay.addWidget(self.traces, 1)
+        else:
+            self.traces = None
+            rlay.addWidget(QtWidgets.QLabel("No signal source."), 1)
+        box = QtWidgets.QGroupBox("Action")
+        QtWidgets.QVBoxLayout(box).addWidget(self.keys)
+        rlay.addWidget(box)
+        self.panels = rlay  # other panels (control, recording) are added here
+
+        split = QtWidgets.QSplitter()
+        split.addWidget(self.world_view)
+        split.addWidget(right)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        self.setCentralWidget(split)
+
+        self.status = {name: QtWidgets.QLabel() for name in ("source", "rate", "fps", "lag")}
+        for label in self.status.values():
+            self.statusBar().addPermanentWidget(label)
+        self.message = QtWidgets.QLabel()
+        self.statusBar().addWidget(self.message, 1)
+
+        self.monitor = LoopMonitor(parent=self)
+        self.frame_timer = QtCore.QTimer(self)
+        self.frame_timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
+        self.frame_timer.timeout.connect(self._show_next_frame)
+        self.status_timer = QtCore.QTimer(self)
+        self.status_timer.timeout.connect(self._update_status)
+        self.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
+        self.resize(1280, 720)
+
+    # -- life cycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the world server and the display timers."""
+        self.server.start()
+        self.frame_timer.start(max(int(1000 / self.server.engine.frame_rate), 1))
+        self.status_timer.start(500)
+        if self.traces is not None:
+            self.traces.start()
+        if self.log is not None:
+            self.log.log("window_started", world=self.server.engine.name)
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt API
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop timers and threads; safe to call twice."""
+        self.frame_timer.stop()
+        self.status_timer.stop()
+        if self.traces is not None:
+            self.traces.stop()
+        self.server.stop()
+        if self.acquisition is not None:
+            self.acquisition.stop()
+        if self.log is not None:
+            self.log.log("window_closed", frames_shown=self.frames_shown,
+                         ui_lag_p99_ms=self.monitor.percentile(99))
+
+    # -- steering ---------------------------------------------------------------------------
+    def set_action(self, action: Action, origin: str = "keyboard") -> None:
+        """Steer the world (also used by the decoder and other control sources)."""
+        if action != self.server.action and self.log is not None:
+            self.log.log("action", action=str(action), index=action.index, origin=origin)
+        self.server.set_action(action)
+        self.keys.show_action(action)
+
+    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802 - Qt API
+        name = key_name(event.key())
+        if name is None:
+            return super().keyPressEvent(event)
+        if not event.isAutoRepeat():
+            self.pressed.add(name)
+            self.set_action(self.keymap.action(self.pressed))
+
+    def keyReleaseEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802 - Qt API
+        name = key_name(event.key())
+        if name is None:
+            return super().keyReleaseEvent(event)
+        if not event.isAutoRepeat():
+            self.pressed.discard(name)
+            self.set_action(self.keymap.action(self.pressed))
+
+    def focusOutEvent(self, event: QtGui.QFocusEvent) -> None:  # noqa: N802 - Qt API
+        # Key releases are lost when focus leaves; never keep walking on a stale key.
+        self.pressed.clear()
+        self.set_action(self.keymap.action(self.pressed))
+        super().focusOutEvent(event)
+
+    # -- timers -----------------------------------------------------------------------------
+    def _show_next_frame(self) -> None:
+        frames = self.server.frames()
+        if not frames:
+            return
+        frame: Frame = frames[-1]  # if the display fell behind, show the newest
+        self.world_view.show_frame(frame.image)
+        self.frames_shown += 1
+        now = time.perf_counter()
+        self._shown_times = [t for t in self._shown_times if now - t < 2.0] + [now]
+
+    def show_image(self, image: np.ndarray) -> None:
+        """Show an image directly (the first frame after a reset)."""
+        self.world_view.show_frame(image)
+
+    def displayed_fps(self) -> float:
+        times = self._shown_times
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+
+    def _update_status(self) -> None:
+        acq = self.acquisition
+        if acq is not None:
+            state = acq.state.value
+            self.status["source"].setText(f"{acq.info.name} ({state})")
+            self.status["rate"].setText(f"{acq.info.sfreq:g} Hz × {acq.info.n_channels} ch")
+            if acq.error:
+                self.message.setText(acq.error)
+        else:
+            self.status["source"].setText("no source")
+        self.status["fps"].setText(
+            f"world {self.displayed_fps():.1f} fps (gen {self.server.generation_fps():.0f})")
+        self.status["lag"].setText(f"UI lag p99 {self.monitor.percentile(99):.1f} ms")
+        if self.server.error:
+            self.message.setText(self.server.error)

@@ -1,0 +1,101 @@
+"""Scrolling multichannel traces: one offset curve per channel, names on the y axis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6 import QtCore, QtWidgets
+
+from bci.ringbuffer import RingBuffer
+from bci.stream import StreamInfo
+
+SCALES_UV = (10, 20, 50, 100, 200, 500, 1000, 5000)
+
+
+class TracesWidget(QtWidgets.QWidget):
+    """Live EEG traces read from a :class:`RingBuffer`.
+
+    Each channel is drawn around its own baseline (its mean over the window is removed so a
+    DC offset does not push it off screen); the spacing between baselines is the scale chosen in
+    the spin box, in the stream's units per channel.
+
+    Parameters
+    ----------
+    buffer : RingBuffer
+        Where samples come from.
+    info : StreamInfo
+        Channel names, sampling rate and units of the buffer.
+    seconds : float
+        Width of the time window.
+    max_points : int
+        Points drawn per curve (the window is decimated to this for speed).
+    """
+
+    def __init__(self, buffer: RingBuffer, info: StreamInfo, seconds: float = 5.0,
+                 max_points: int = 800, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.buffer, self.info = buffer, info
+        self.seconds, self.max_points = float(seconds), int(max_points)
+        self.plot = pg.PlotWidget(background="w")
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.setLabel("bottom", "time", units="s")
+        self.plot.hideButtons()
+        self.scale = QtWidgets.QComboBox()
+        for s in SCALES_UV:
+            self.scale.addItem(f"{s} {info.units}/ch", s)
+        self.scale.setCurrentIndex(SCALES_UV.index(100))
+        self.scale.currentIndexChanged.connect(self._relabel)
+        self.window = QtWidgets.QDoubleSpinBox(minimum=1.0, maximum=60.0, value=self.seconds,
+                                               suffix=" s", singleStep=1.0)
+        self.window.valueChanged.connect(lambda v: setattr(self, "seconds", float(v)))
+        bar = QtWidgets.QHBoxLayout()
+        bar.addWidget(QtWidgets.QLabel(f"{info.name} · {info.sfreq:g} Hz"))
+        bar.addStretch(1)
+        bar.addWidget(QtWidgets.QLabel("scale"))
+        bar.addWidget(self.scale)
+        bar.addWidget(QtWidgets.QLabel("window"))
+        bar.addWidget(self.window)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(bar)
+        layout.addWidget(self.plot, 1)
+        pens = [pg.mkPen(pg.intColor(i, hues=max(info.n_channels, 8), maxValue=180), width=1)
+                for i in range(info.n_channels)]
+        self.curves = [self.plot.plot(pen=p) for p in pens]
+        self._relabel()
+        self.timer = QtCore.QTimer(self)
+        self.timer.timeout.connect(self.refresh)
+
+    @property
+    def spacing(self) -> float:
+        return float(self.scale.currentData())
+
+    def _relabel(self) -> None:
+        n = self.info.n_channels
+        ticks = [((n - 1 - i) * self.spacing, name) for i, name in enumerate(self.info.ch_names)]
+        self.plot.getAxis("left").setTicks([ticks, []])
+        self.plot.setYRange(-self.spacing, n * self.spacing, padding=0)
+
+    def start(self, interval_ms: int = 40) -> None:
+        """Redraw every ``interval_ms`` (25 fps by default)."""
+        self.timer.start(interval_ms)
+
+    def stop(self) -> None:
+        self.timer.stop()
+
+    def refresh(self) -> int:
+        """Redraw from the newest samples; returns how many samples were drawn per channel."""
+        n_samples = int(self.seconds * (self.info.sfreq or 1.0))
+        data, ts = self.buffer.latest(n_samples)
+        n = data.shape[1]
+        if n < 2:
+            return 0
+        step = max(1, n // self.max_points)
+        data, ts = data[:, ::step], ts[::step]
+        t = ts - ts[-1]
+        centred = data - data.mean(axis=1, keepdims=True)
+        offsets = (self.info.n_channels - 1 - np.arange(self.info.n_channels)) * self.spacing
+        for curve, row, off in zip(self.curves, centred, offsets, strict=True):
+            curve.setData(t, row + off)
+        self.plot.setXRange(-self.seconds, 0, padding=0)
+        return n
