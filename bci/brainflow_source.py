@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -13,6 +14,11 @@ from pylsl import local_clock
 from bci.stream import AcquisitionError, Source, SourceState, StreamInfo
 
 logger = logging.getLogger(__name__)
+
+
+# Short names for boards whose BrainFlow name is not "<NAME>_BOARD".
+_BOARD_ALIASES = {"PLAYBACK": "PLAYBACK_FILE_BOARD", "PLAYBACK_FILE": "PLAYBACK_FILE_BOARD",
+                  "STREAMING": "STREAMING_BOARD"}
 
 
 def resolve_board_id(board: int | str) -> int:
@@ -34,6 +40,7 @@ def resolve_board_id(board: int | str) -> int:
             "such as 'synthetic' or 'cyton' (see `yume boards`)."
         )
     key = str(board).strip().upper().replace("-", "_").replace(" ", "_")
+    key = _BOARD_ALIASES.get(key, key)
     for cand in (key, key + "_BOARD"):
         if cand in BoardIds.__members__:
             return BoardIds[cand].value
@@ -109,6 +116,8 @@ class BrainFlowSource(Source):
         self.spec = spec
         self.board_id = spec.board_id  # fails early, with a clear message, on a bad id
         descr_id = self.board_id
+        if self.board_id == BoardIds.PLAYBACK_FILE_BOARD.value:
+            self._check_playback_file()
         if spec.master_board is not None:
             descr_id = resolve_board_id(spec.master_board)
         BoardShim.disable_board_logger()
@@ -139,6 +148,8 @@ class BrainFlowSource(Source):
         )
 
     def start(self) -> None:
+        if self.board_id == BoardIds.PLAYBACK_FILE_BOARD.value:
+            self._check_playback_file()
         board = BoardShim(self.board_id, self.spec.input_params())
         try:
             board.prepare_session()
@@ -153,6 +164,10 @@ class BrainFlowSource(Source):
             if self.spec.serial_port:
                 hint = (f" Check that {self.spec.serial_port} exists, the amplifier is plugged in "
                         "and you may open it (e.g. membership of the 'dialout' group).")
+            if self.board_id == BoardIds.PLAYBACK_FILE_BOARD.value:
+                hint = (" BrainFlow playback reads only files written by BrainFlow "
+                        "(DataFilter.write_file) with the master board's row layout; play other "
+                        "formats with bci.playback.FilePlayback.")
             raise AcquisitionError(
                 f"Could not open {self.info.name}: {err}.{hint}"
             ) from err
@@ -161,6 +176,37 @@ class BrainFlowSource(Source):
         self._board = board
         self.state = SourceState.STREAMING
         logger.info("streaming from %s at %.0f Hz", self.info.name, self.info.sfreq)
+
+    def _check_playback_file(self) -> None:
+        # BrainFlow's own message for these cases is "unable to prepare streaming session".
+        if self.spec.master_board is None:
+            raise AcquisitionError(
+                "The playback board needs master_board, the board the file was recorded "
+                "with (e.g. master_board='synthetic' or 'cyton')."
+            )
+        if not self.spec.file or not os.path.isfile(self.spec.file):
+            raise AcquisitionError(
+                f"The playback file {self.spec.file!r} does not exist; BrainFlow playback "
+                "reads files written by BrainFlow (DataFilter.write_file); play EDF, BDF, FIF, "
+                "BrainVision or XDF files with bci.playback.FilePlayback."
+            )
+        # BrainFlow plays anything and just yields no samples for a foreign file: check that
+        # the first line holds one tab-separated number per row of the master board.
+        rows = BoardShim.get_num_rows(resolve_board_id(self.spec.master_board))
+        with open(self.spec.file, "rb") as f:
+            first = f.readline(1 << 16)
+        try:
+            ok = len([float(x) for x in first.decode("ascii").split("\t")]) == rows
+        except (UnicodeDecodeError, ValueError):
+            ok = False
+        if not ok:
+            raise AcquisitionError(
+                f"{self.spec.file} is not a BrainFlow file for master board "
+                f"{self.spec.master_board!r} (expected {rows} tab-separated numbers per line); "
+                "BrainFlow playback reads only files written by DataFilter.write_file with that "
+                "board's rows: play EDF, BDF, FIF, BrainVision or XDF with "
+                "bci.playback.FilePlayback."
+            )
 
     def poll(self) -> tuple[np.ndarray, np.ndarray]:
         if self._board is None:

@@ -132,6 +132,12 @@ def relative_motion(pose_a: np.ndarray, pose_b: np.ndarray) -> tuple[np.ndarray,
     return rel[:3, 3], yaw, pitch
 
 
+def pose_angles(pose: np.ndarray) -> tuple[float, float]:
+    """World yaw and pitch (radians) of a camera-to-world pose, read from its viewing axis."""
+    fwd = np.asarray(pose, dtype=np.float64)[:3, 2]
+    return float(np.arctan2(fwd[0], fwd[2])), float(np.arcsin(np.clip(-fwd[1], -1.0, 1.0)))
+
+
 def quantize_motion(
     pose_a: np.ndarray,
     pose_b: np.ndarray,
@@ -139,7 +145,14 @@ def quantize_motion(
     rotation_threshold: float = 1e-3,
 ) -> Action:
     """The vocabulary action that best names the motion from ``pose_a`` to ``pose_b``."""
-    t, yaw, pitch = relative_motion(pose_a, pose_b)
+    t, _, _ = relative_motion(pose_a, pose_b)
+    # Turn and tilt are the changes of the world yaw and pitch. (Euler angles of the relative
+    # rotation mix them for a tilted camera: a pure pan at 45 degrees pitch would also read as a
+    # tilt of (1 - cos(yaw step)) / 2 rad, above the threshold for steps of 6 degrees or more.)
+    yaw_a, pitch_a = pose_angles(pose_a)
+    yaw_b, pitch_b = pose_angles(pose_b)
+    yaw = float((yaw_b - yaw_a + np.pi) % (2 * np.pi) - np.pi)
+    pitch = pitch_b - pitch_a
     x, z = t[0], t[2]
     fb = "W" if z > translation_threshold else "S" if z < -translation_threshold else ""
     lr = "D" if x > translation_threshold else "A" if x < -translation_threshold else ""

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bci.acquisition import Acquisition
-from bci.brainflow_source import BoardSpec, BrainFlowSource
+from bci.config import SimulatedSpec, make_source, parse_source
 from bci.eventlog import EventLog
+from bci.simulated_lsl import PublishedParticipant
 from bci.stream import Source
 
 logger = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ class RunOptions:
     world: str = "sandbox"
     seed: int = 0
     resolution: tuple[int, int] = (256, 256)
-    source: str = "synthetic"
+    source: str = "simulated"
+    decoder: Path | None = None
     out: Path = Path("runs")
     headless: bool | None = None  # None: decide from the display
     realtime: bool = True
@@ -42,25 +44,26 @@ def has_display() -> bool:
 
 
 def open_source(text: str) -> Source | None:
-    """A source from its command-line name: ``synthetic``, ``brainflow:<board>`` or ``none``."""
-    text = text.strip()
-    if text in ("", "none"):
+    """A source (not started) from its command-line name, or None for ``none``.
+
+    See :func:`bci.config.parse_source` for the accepted forms (``simulated``, ``synthetic``,
+    ``brainflow:BOARD[:PORT]``, ``lsl:NAME``, ``file:PATH``, a configuration file).
+    """
+    if text.strip().lower() in ("", "none"):
         return None
-    if text == "synthetic":
-        return BrainFlowSource(BoardSpec("synthetic"))
-    if text.startswith("brainflow:"):
-        return BrainFlowSource(BoardSpec(text.split(":", 1)[1]))
-    raise ValueError(
-        f"Unknown source {text!r}; use 'synthetic', 'brainflow:<board name or id>' or 'none'."
-    )
+    spec = parse_source(text)
+    if isinstance(spec, SimulatedSpec):
+        # The app takes the simulated participant through real LSL, like an amplifier.
+        return PublishedParticipant(make_source(spec))
+    return make_source(spec)
 
 
 def make_engine(opts: RunOptions):
     from world.registry import make_world
 
     engine = make_world(opts.world, height=opts.resolution[0], width=opts.resolution[1])
-    engine.reset(seed=opts.seed)
-    return engine
+    first = engine.reset(seed=opts.seed)
+    return engine, first
 
 
 def session_folder(out: Path) -> Path:
@@ -75,8 +78,7 @@ def session_folder(out: Path) -> Path:
     return folder
 
 
-def start_acquisition(source_name: str) -> Acquisition | None:
-    source = open_source(source_name)
+def start_acquisition(source: Source | None) -> Acquisition | None:
     if source is None:
         return None
     acq = Acquisition(source)
@@ -88,9 +90,10 @@ def run_headless_session(opts: RunOptions):
     """The headless run of ``make run``: returns a :class:`gui.headless.HeadlessResult`."""
     from gui.headless import run_headless
 
-    engine = make_engine(opts)
+    source = open_source(opts.source)  # bad names fail before anything is created
+    engine, _ = make_engine(opts)
     folder = session_folder(opts.out)
-    acq = start_acquisition(opts.source)
+    acq = start_acquisition(source)
     try:
         return run_headless(engine, folder, acquisition=acq, realtime=opts.realtime)
     finally:
@@ -102,16 +105,23 @@ def run_headless_session(opts: RunOptions):
 def build_window(opts: RunOptions):
     """Create (but do not show) the main window with its world server and acquisition."""
     from gui.main_window import MainWindow
+    from gui.steering import Steering, decoder_control
     from world.server import WorldServer
 
-    engine = make_engine(opts)
+    source = open_source(opts.source)  # bad names fail before anything is created
+    engine, first = make_engine(opts)
     folder = session_folder(opts.out)
     log = EventLog(folder / "session.jsonl")
-    acq = start_acquisition(opts.source)
-    window = MainWindow(WorldServer(engine), acquisition=acq, log=log)
-    first = getattr(engine, "last_frame", None)
-    if first is not None:
-        window.show_image(first)
+    acq = start_acquisition(source)
+    try:
+        steering = Steering(acq, decoder_control(opts.decoder, acq)) if opts.decoder else None
+    except Exception:
+        if acq is not None:
+            acq.stop()
+        raise
+    window = MainWindow(WorldServer(engine), acquisition=acq, log=log,
+                        record_dir=Path(opts.out) / "recordings", steering=steering)
+    window.show_image(first.frames[-1])
     window.session_folder = folder
     return window
 

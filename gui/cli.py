@@ -12,8 +12,12 @@ import importlib
 import logging
 import pkgutil
 import sys
+import warnings
 
 import gui.commands
+
+# BrainFlow imports pkg_resources, which setuptools deprecates; users cannot act on that warning.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 EPILOG = """\
 Typical session:

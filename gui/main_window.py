@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
+from pylsl import local_clock
 from PyQt6 import QtCore, QtGui, QtWidgets
 
 from bci.acquisition import Acquisition
 from bci.eventlog import EventLog
 from control.actions import Action
 from control.keyboard import KeyboardMap
+from gui.control_panel import ControlPanel
 from gui.keys import KeysWidget
+from gui.record_toggle import RecordToggle
+from gui.steering import Steering
 from gui.traces import TracesWidget
 from world.server import Frame, WorldServer
 
@@ -97,19 +102,27 @@ class MainWindow(QtWidgets.QMainWindow):
         Keyboard steering.
     log : EventLog or None
         Session log (actions and frames).
+    record_dir : path or None
+        Where the record button writes its BIDS session folders (no button when None).
+    steering : Steering or None
+        Keyboard/decoder arbitration; keyboard only when None. With a decoder, a control panel
+        (probability bars, policy state, mapping, start/stop/panic) is shown.
     """
 
     def __init__(self, server: WorldServer, acquisition: Acquisition | None = None,
-                 keymap: KeyboardMap | None = None, log: EventLog | None = None) -> None:
+                 keymap: KeyboardMap | None = None, log: EventLog | None = None,
+                 record_dir: str | Path | None = None, steering: Steering | None = None) -> None:
         super().__init__()
         self.setWindowTitle("Yume BCI")
         self.server, self.acquisition = server, acquisition
         self.keymap = keymap or KeyboardMap()
         self.log = log
+        self.steering = steering or Steering(acquisition)
         self.pressed: set[str] = set()
         self.frames_shown = 0
         self._shown_times: list[float] = []
 
+        self.message = QtWidgets.QLabel()
         self.world_view = WorldView()
         self.keys = KeysWidget(self.keymap)
         right = QtWidgets.QWidget()
@@ -120,8 +133,34 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self.traces = None
             rlay.addWidget(QtWidgets.QLabel("No signal source."), 1)
+        self.record: RecordToggle | None = None
+        if acquisition is not None and record_dir is not None:
+            self.record = RecordToggle(acquisition, out_dir=record_dir)
+            self.record.failed.connect(self.message.setText)
+            self.record.started.connect(lambda d: self._note("recording_started", folder=d))
+            self.record.stopped.connect(lambda d: self._note("recording_saved", folder=d))
+            rlay.addWidget(self.record)
+        self.control_panel: ControlPanel | None = None
+        if self.steering.online is not None:
+            policy = self.steering.online.policy
+            self.control_panel = ControlPanel(policy.classes, policy.mapping,
+                                              threshold=policy.config.threshold)
+            self.control_panel.attach(self.steering.hybrid)  # panic works even if we hang
+            self.control_panel.start_requested.connect(lambda: self._decoder(True))
+            self.control_panel.stop_requested.connect(lambda: self._decoder(False))
+            self.control_panel.panic_requested.connect(lambda: self.panic("panel"))
+            self.control_panel.release_requested.connect(self.release)
+            self.control_panel.mapping_changed.connect(self._mapping_changed)
+            rlay.addWidget(self.control_panel)
         box = QtWidgets.QGroupBox("Action")
-        QtWidgets.QVBoxLayout(box).addWidget(self.keys)
+        blay = QtWidgets.QHBoxLayout(box)
+        blay.addWidget(self.keys)
+        self.stop_button = QtWidgets.QPushButton("■ Stop (Esc)")
+        self.stop_button.setToolTip("Panic stop: the world stays still until released (F2)")
+        self.stop_button.setCheckable(True)
+        self.stop_button.clicked.connect(
+            lambda checked: self.panic("button") if checked else self.release())
+        blay.addWidget(self.stop_button)
         rlay.addWidget(box)
         self.panels = rlay  # other panels (control, recording) are added here
 
@@ -135,13 +174,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status = {name: QtWidgets.QLabel() for name in ("source", "rate", "fps", "lag")}
         for label in self.status.values():
             self.statusBar().addPermanentWidget(label)
-        self.message = QtWidgets.QLabel()
         self.statusBar().addWidget(self.message, 1)
 
         self.monitor = LoopMonitor(parent=self)
         self.frame_timer = QtCore.QTimer(self)
         self.frame_timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
         self.frame_timer.timeout.connect(self._show_next_frame)
+        self.control_timer = QtCore.QTimer(self)
+        self.control_timer.timeout.connect(self._control_tick)
         self.status_timer = QtCore.QTimer(self)
         self.status_timer.timeout.connect(self._update_status)
         self.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
@@ -153,6 +193,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.server.start()
         self.frame_timer.start(max(int(1000 / self.server.engine.frame_rate), 1))
         self.status_timer.start(500)
+        self.control_timer.start(20)
         if self.traces is not None:
             self.traces.start()
         if self.log is not None:
@@ -166,8 +207,11 @@ class MainWindow(QtWidgets.QMainWindow):
         """Stop timers and threads; safe to call twice."""
         self.frame_timer.stop()
         self.status_timer.stop()
+        self.control_timer.stop()
         if self.traces is not None:
             self.traces.stop()
+        if self.record is not None and self.record.is_recording:
+            self.record.stop(wait=True)  # the BIDS copy must be complete before we exit
         self.server.stop()
         if self.acquisition is not None:
             self.acquisition.stop()
@@ -175,21 +219,72 @@ class MainWindow(QtWidgets.QMainWindow):
             self.log.log("window_closed", frames_shown=self.frames_shown,
                          ui_lag_p99_ms=self.monitor.percentile(99))
 
+    def _note(self, kind: str, **fields) -> None:
+        if self.log is not None:
+            self.log.log(kind, **fields)
+        self.message.setText(f"{kind.replace('_', ' ')}: {next(iter(fields.values()), '')}")
+
     # -- steering ---------------------------------------------------------------------------
     def set_action(self, action: Action, origin: str = "keyboard") -> None:
-        """Steer the world (also used by the decoder and other control sources)."""
-        if action != self.server.action and self.log is not None:
-            self.log.log("action", action=str(action), index=action.index, origin=origin)
+        """Set the world's action directly (the arbiter calls this; so can scripts)."""
+        if action != self.server.action:
+            if self.log is not None:
+                self.log.log("action", action=str(action), index=action.index, origin=origin)
+            if self.record is not None and self.record.is_recording:
+                # Commands go into the recording's events too, for offline analysis.
+                self.record.add_event(local_clock(), 0.0, f"action/{action}/{origin}")
         self.server.set_action(action)
         self.keys.show_action(action)
 
+    def _keys_changed(self) -> None:
+        self.steering.keyboard(self.keymap.action(self.pressed), local_clock())
+        self._control_tick()  # apply at once: no timer delay between key and world
+
+    def panic(self, origin: str = "key") -> None:
+        """Latch the world still until :meth:`release`; works whatever else is running."""
+        self.steering.hybrid.panic(f"panic stop ({origin})")
+        self.stop_button.setChecked(True)
+        self._control_tick()
+
+    def release(self) -> None:
+        self.steering.hybrid.release()
+        self.stop_button.setChecked(False)
+        self._control_tick()
+
+    def _decoder(self, enabled: bool) -> None:
+        self.steering.set_decoder_enabled(enabled, local_clock())
+        if self.log is not None:
+            self.log.log("decoder_control", enabled=enabled)
+
+    def _mapping_changed(self, mapping) -> None:
+        if self.steering.online is not None:
+            self.steering.online.policy.mapping = mapping
+            if self.log is not None:
+                self.log.log("mapping_changed", mapping=str(mapping))
+
+    def _control_tick(self) -> None:
+        tick = self.steering.tick(local_clock())
+        for out in tick.policy:
+            if self.control_panel is not None:
+                self.control_panel.show_output(out)
+            if out.command is not None and self.log is not None:
+                self.log.log("decision", t=out.timestamp, command=str(out.command),
+                             action=str(out.action), state=out.state.value)
+        self.set_action(tick.output.action, origin=tick.output.source)
+        if tick.output.reason and tick.output.reason != self.message.text():
+            self.message.setText(tick.output.reason)
+
     def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802 - Qt API
+        if event.key() == QtCore.Qt.Key.Key_Escape:
+            return self.panic("Esc")
+        if event.key() == QtCore.Qt.Key.Key_F2:
+            return self.release()
         name = key_name(event.key())
         if name is None:
             return super().keyPressEvent(event)
         if not event.isAutoRepeat():
             self.pressed.add(name)
-            self.set_action(self.keymap.action(self.pressed))
+            self._keys_changed()
 
     def keyReleaseEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802 - Qt API
         name = key_name(event.key())
@@ -197,12 +292,12 @@ class MainWindow(QtWidgets.QMainWindow):
             return super().keyReleaseEvent(event)
         if not event.isAutoRepeat():
             self.pressed.discard(name)
-            self.set_action(self.keymap.action(self.pressed))
+            self._keys_changed()
 
     def focusOutEvent(self, event: QtGui.QFocusEvent) -> None:  # noqa: N802 - Qt API
         # Key releases are lost when focus leaves; never keep walking on a stale key.
         self.pressed.clear()
-        self.set_action(self.keymap.action(self.pressed))
+        self._keys_changed()
         super().focusOutEvent(event)
 
     # -- timers -----------------------------------------------------------------------------

@@ -31,8 +31,13 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="scene seed")
     p.add_argument("--resolution", type=_resolution, default=(256, 256),
                    help="frame size HEIGHTxWIDTH")
-    p.add_argument("--source", default="synthetic",
-                   help="signal source: synthetic, brainflow:<board>, none")
+    p.add_argument("--source", default="simulated",
+                   help="signal source: simulated (a simulated participant streamed over LSL), "
+                        "synthetic (BrainFlow), brainflow:BOARD[:PORT], lsl:NAME, file:PATH, "
+                        "a .toml/.json source file, or none")
+    p.add_argument("--decoder", type=Path, default=None,
+                   help="decoder bundle from `yume train`: decoded brain signals steer the world "
+                        "(the keyboard still overrides; Esc is the panic stop)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="folder for session outputs")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--headless", dest="headless", action="store_true", default=None,
@@ -50,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from gui.app import RunOptions, has_display, run_headless_session, run_window
 
     opts = RunOptions(world=args.world, seed=args.seed, resolution=args.resolution,
-                      source=args.source, out=args.out, headless=args.headless,
+                      source=args.source, decoder=args.decoder, out=args.out,
+                      headless=args.headless,
                       realtime=not args.fast, max_seconds=args.max_seconds)
     headless = (not has_display()) if opts.headless is None else opts.headless
     if not headless:

@@ -1,0 +1,126 @@
+"""``yume train``: cross-validate decoding pipelines on recordings and save the best as a bundle."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _band(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.replace(",", "-").split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a band; write LOW-HIGH, e.g. 8-30"
+                                         ) from None
+    return lo, hi
+
+
+def _window(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a window; write TMIN:TMAX in seconds after the cue, e.g. 0.5:2.5"
+        ) from None
+    return lo, hi
+
+
+def _mapping(text: str) -> dict[str, str]:
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise argparse.ArgumentTypeError(f"{part!r} is not OLD=NEW; write e.g. T1=left_hand")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a decoder on recordings (CV, report, bundle)",
+        description=(
+            "Epoch the recordings (Yume session folders, BIDS or EDF/GDF/BDF/BrainVision files "
+            "with an _events.csv/.tsv beside them), score each candidate pipeline with "
+            "stratified k-fold CV and a chronological split, print accuracy, balanced accuracy, "
+            "Cohen's kappa, the confusion matrix and the Wolpaw ITR, write an HTML+JSON report "
+            "and save the best pipeline as a decoder bundle for `yume run`."),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("recordings", nargs="+", type=Path, help="session folders or EEG files")
+    p.add_argument("--paradigm", choices=("mi", "ssvep"), default=None,
+                   help="paradigm (default: from the session, else mi)")
+    p.add_argument("--classes", type=_csv, default=None,
+                   help="classes to use, comma-separated (default: every cue label)")
+    p.add_argument("--map", dest="label_map", type=_mapping, default=None,
+                   help="rename event labels first, e.g. T1=left_hand,T2=right_hand")
+    p.add_argument("--pipelines", type=_csv, default=None,
+                   help="candidates (mi: csp_lda,fbcsp_lda,ts_lr,mdm; ssvep: cca,fbcca)")
+    p.add_argument("--band", type=_band, default=None,
+                   help="pass band in Hz (default 8-30 for mi, 6-40 for ssvep)")
+    p.add_argument("--window", type=_window, default=(0.5, 2.5),
+                   help="window after the cue, TMIN:TMAX seconds")
+    p.add_argument("--channels", type=_csv, default=None, help="channels to use (default all EEG)")
+    p.add_argument("--resample", type=float, default=None, help="resample to this rate (Hz)")
+    p.add_argument("--folds", type=int, default=5, help="stratified CV folds")
+    p.add_argument("--chrono-test", type=float, default=0.2,
+                   help="fraction of the latest trials held out by the chronological split")
+    p.add_argument("--seed", type=int, default=42, help="CV shuffling seed")
+    p.add_argument("--step", type=float, default=0.5, help="seconds between online decisions")
+    p.add_argument("--decision-s", type=float, default=None,
+                   help="seconds per independent decision for the ITR (default: window length)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: decoders/<first recording name>)")
+    p.add_argument("--zip", action="store_true", help="write the bundle as a zip")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML/JSON report")
+    p.set_defaults(func=run)
+
+
+def _paradigm_of(path: Path) -> str | None:
+    import json
+
+    cfg = path / "config.json"
+    if path.is_dir() and cfg.is_file():
+        try:
+            return json.loads(cfg.read_text()).get("paradigm", {}).get("kind")
+        except (ValueError, AttributeError):
+            return None
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from calibration.report import write_report
+    from calibration.training import TrainingConfig, train_decoder
+    from control.bundle import save_bundle
+
+    paradigm = args.paradigm or _paradigm_of(args.recordings[0]) or "mi"
+    config = TrainingConfig(
+        paradigm=paradigm, classes=args.classes, band=args.band, tmin=args.window[0],
+        tmax=args.window[1], picks=args.channels, resample=args.resample,
+        pipelines=args.pipelines, n_folds=args.folds, chrono_test=args.chrono_test,
+        seed=args.seed, step_s=args.step, decision_s=args.decision_s, label_map=args.label_map)
+    result = train_decoder(args.recordings, config)
+    ep = result.epochs
+    print(f"{len(ep.y)} trials {ep.counts()}, {len(ep.ch_names)} channels at {ep.sfreq:g} Hz, "
+          f"band {config.band[0]:g}-{config.band[1]:g} Hz, window {config.tmin:g}-"
+          f"{config.tmax:g} s")
+    print(result.table())
+    best = next(r for r in result.results if r.name == result.best)
+    print(f"best: {best.name}  k-fold accuracy {best.cv['accuracy']:.3f}, balanced "
+          f"{best.cv['balanced_accuracy']:.3f}, kappa {best.cv['kappa']:.2f}, ITR "
+          f"{best.cv['itr_bits_per_min']:.2f} bits/min at one decision per "
+          f"{best.cv['decision_s']:g} s")
+    print("confusion matrix (k-fold; rows true, columns predicted):")
+    width = max(len(c) for c in best.cv["classes"]) + 1
+    print(" " * width + "".join(f"{c:>{width}}" for c in best.cv["classes"]))
+    for c, row in zip(best.cv["classes"], best.cv["confusion"], strict=True):
+        print(f"{c:>{width}}" + "".join(f"{v:>{width}}" for v in row))
+    out = args.out or Path("decoders") / args.recordings[0].name.replace(".", "_")
+    bundle_path = save_bundle(result.bundle, out / ("decoder.zip" if args.zip else "decoder"))
+    print(f"decoder bundle: {bundle_path}")
+    if not args.no_report:
+        print(f"report: {write_report(result, out)}")
+    return 0

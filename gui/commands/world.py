@@ -1,0 +1,155 @@
+"""``yume world``: make sandbox data, train, distill and evaluate the MVDT world model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_CHECKPOINT = "world/checkpoints/mvdt-sandbox"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "world", help="world-model data, training and evaluation",
+        description="Generate sandbox exploration clips, train the MVDT world model, train its "
+                    "inverse-dynamics evaluator and few-step student, and evaluate it against the "
+                    "sandbox.",
+    )
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+    ws = p.add_subparsers(dest="world_command", metavar="SUBCOMMAND")
+
+    d = ws.add_parser("data", help="generate exploration clips from the sandbox",
+                      description="Random plausible walks through sandbox scenes, written as "
+                                  "safetensors shards with a JSON index (world/data.py).")
+    d.add_argument("--out", required=True, help="output folder")
+    d.add_argument("--clips", type=int, default=256, help="number of clips (one scene each)")
+    d.add_argument("--resolution", type=int, default=64, help="square frame size in pixels")
+    d.add_argument("--chunks", type=int, default=16, help="actions (chunks) per clip")
+    d.add_argument("--frames-per-step", type=int, default=4, help="frames per chunk")
+    d.add_argument("--split", choices=("train", "heldout"), default="train",
+                   help="scene-seed range (train and held-out never share a scene)")
+    d.add_argument("--seed", type=int, default=0, help="seed of scenes and actions")
+    d.add_argument("--shard-size", type=int, default=64, help="clips per shard file")
+    d.set_defaults(func=run_data)
+
+    t = ws.add_parser("train", help="train (or resume) the MVDT world model",
+                      description="Train from a JSON config; re-running resumes from the run's "
+                                  "last checkpoint.")
+    t.add_argument("--config", default="world/configs/sandbox-64.json", help="training config")
+    t.add_argument("--max-steps", type=int, help="override the config's max_steps")
+    t.add_argument("--max-minutes", type=float, help="override the config's max_minutes")
+    t.add_argument("--threads", type=int, help="override the config's torch threads")
+    t.set_defaults(func=run_train)
+
+    i = ws.add_parser("idm", help="train the inverse-dynamics evaluator",
+                      description="Train the action classifier on ground-truth sandbox clips and "
+                                  "report its held-out accuracy.")
+    i.add_argument("--data", default="runs/world/data/sandbox-64-train", help="training clips")
+    i.add_argument("--heldout", default="runs/world/data/sandbox-64-heldout",
+                   help="held-out clips")
+    i.add_argument("--out", default=f"{DEFAULT_CHECKPOINT}/idm", help="output folder")
+    i.add_argument("--steps", type=int, default=1500)
+    i.add_argument("--threads", type=int, default=1)
+    i.set_defaults(func=run_idm)
+
+    s = ws.add_parser("distill", help="train the few-step student from a teacher checkpoint",
+                      description="Distil the 50-step teacher into a few-step student.")
+    s.add_argument("--teacher", default=DEFAULT_CHECKPOINT)
+    s.add_argument("--data", default="runs/world/data/sandbox-64-train")
+    s.add_argument("--out", default="runs/world/student")
+    s.add_argument("--student-steps", type=int, default=4, help="sampler steps of the student")
+    s.add_argument("--max-steps", type=int, default=500)
+    s.add_argument("--max-minutes", type=float, default=20.0)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=run_distill)
+
+    e = ws.add_parser("eval", help="evaluate a checkpoint against the sandbox",
+                      description="PSNR/SSIM per step vs repeat-last-frame, IDM action following, "
+                                  "drift and speed on held-out scenes; prints a table, writes "
+                                  "JSON, a PNG strip and a GIF.")
+    e.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    e.add_argument("--idm", default=None,
+                   help="IDM folder (default: CHECKPOINT/idm when present)")
+    e.add_argument("--episodes", type=int, default=8)
+    e.add_argument("--horizon", type=int, default=16)
+    e.add_argument("--drift-chunks", type=int, default=64)
+    e.add_argument("--drift-episodes", type=int, default=2)
+    e.add_argument("--sampler", default="euler", help="euler, tts-sde or aam")
+    e.add_argument("--steps", type=int, default=4, help="sampler steps")
+    e.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    e.add_argument("--cache-blocks", type=int, default=0,
+                   help="residual-cache this many least important blocks")
+    e.add_argument("--cache-reuse", type=int, default=0, help="calls reusing a cached residual")
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--speed", action="store_true", help="also time batch-1 generation")
+    e.add_argument("--out", default="runs/world/eval", help="folder for eval.json and images")
+    e.set_defaults(func=run_eval)
+
+
+def run_data(args: argparse.Namespace) -> int:
+    from world.data import write_dataset
+
+    path = write_dataset(args.out, args.clips, args.resolution, args.chunks,
+                         args.frames_per_step, split=args.split, seed=args.seed,
+                         clips_per_shard=args.shard_size)
+    print(f"wrote {args.clips} {args.split} clips: {path}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from world.train import TrainConfig, train
+
+    cfg = TrainConfig.load(args.config)
+    if args.max_minutes is not None:
+        cfg.max_minutes = args.max_minutes
+    if args.threads is not None:
+        cfg.threads = args.threads
+    out = train(cfg, max_steps=args.max_steps)
+    print(f"checkpoint: {out}")
+    return 0
+
+
+def run_idm(args: argparse.Namespace) -> int:
+    from world.idm import train_idm_from_folders
+
+    report = train_idm_from_folders(args.data, args.heldout, args.out, steps=args.steps,
+                                    threads=args.threads)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from world.distill import DistillConfig, distill
+
+    cfg = DistillConfig(teacher=args.teacher, data=args.data, out=args.out,
+                        student_steps=args.student_steps, max_steps=args.max_steps,
+                        max_minutes=args.max_minutes, threads=args.threads)
+    print(f"student: {distill(cfg)}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from world.evaluate import EvalConfig, evaluate, format_table, measure_speed
+    from world.idm import InverseDynamics
+    from world.mvdt import codec_from_config, load_checkpoint
+
+    model = load_checkpoint(args.checkpoint)
+    codec = codec_from_config(model.config.codec, args.checkpoint)
+    idm_dir = Path(args.idm) if args.idm else Path(args.checkpoint) / "idm"
+    idm = InverseDynamics.load(idm_dir) if (args.idm or idm_dir.is_dir()) else None
+    cfg = EvalConfig(episodes=args.episodes, horizon=args.horizon,
+                     drift_chunks=args.drift_chunks, drift_episodes=args.drift_episodes,
+                     sampler=args.sampler, num_steps=args.steps, guidance_scale=args.guidance,
+                     cache_blocks=args.cache_blocks, cache_reuse=args.cache_reuse,
+                     seed=args.seed, threads=args.threads)
+    results = evaluate(model, codec, idm, cfg, out_dir=args.out)
+    if args.speed:
+        results["speed_batch1"] = measure_speed(model, codec, cfg)
+        Path(args.out, "eval.json").write_text(json.dumps(results, indent=1))
+    print(format_table(results))
+    if args.speed:
+        print(f"batch-1 generation: {results['speed_batch1']['frames_per_second']:.1f} frames/s")
+    print(f"wrote {Path(args.out) / 'eval.json'}, rollouts.png, rollout.gif")
+    return 0

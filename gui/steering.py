@@ -1,0 +1,96 @@
+"""Who steers the world: keyboard, decoder (and later other peripherals) through one arbiter.
+
+:class:`Steering` owns a :class:`control.hybrid.HybridController` (priority rules and the panic
+stop) and, when a decoder bundle is loaded, the :class:`control.online.OnlineControl` loop that
+turns the live buffer into policy outputs. The window ticks it from a timer on the LSL clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bci.acquisition import Acquisition
+from control.actions import Action
+from control.bundle import load_bundle
+from control.hybrid import HybridController, HybridOutput
+from control.online import OnlineControl, OnlineDecoder, ProbabilityOutlet
+from control.policy import ControlPolicy, PolicyConfig, PolicyOutput
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SteeringTick:
+    """What one tick decided."""
+
+    output: HybridOutput
+    policy: list[PolicyOutput] = field(default_factory=list)
+
+
+class Steering:
+    """Arbitrates the keyboard and an optional online decoder.
+
+    Parameters
+    ----------
+    acquisition : Acquisition or None
+        The live stream the decoder reads.
+    online : OnlineControl or None
+        Decoder + policy loop (see :func:`decoder_control`).
+    hybrid : HybridController or None
+        Priority rules; the default puts the keyboard above the decoder.
+    """
+
+    def __init__(self, acquisition: Acquisition | None = None,
+                 online: OnlineControl | None = None,
+                 hybrid: HybridController | None = None) -> None:
+        self.acquisition = acquisition
+        self.online = online
+        self.hybrid = hybrid or HybridController()
+        self.decoder_enabled = online is not None
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.online.policy.classes if self.online is not None else ()
+
+    def keyboard(self, action: Action, now: float) -> None:
+        """The keys held now (idle when all are released)."""
+        if action.is_idle:
+            self.hybrid.clear("keyboard")
+        else:
+            self.hybrid.submit("keyboard", action, now, held=True)
+
+    def set_decoder_enabled(self, enabled: bool, now: float) -> None:
+        """Start or stop decoder control (the operator's buttons)."""
+        self.decoder_enabled = bool(enabled) and self.online is not None
+        if not self.decoder_enabled:
+            self.hybrid.clear("decoder")
+            if self.online is not None:
+                self.online.policy.reset("control stopped by the operator")
+
+    def tick(self, now: float) -> SteeringTick:
+        """Decode what is new, then resolve the action for the world; never raises."""
+        outs: list[PolicyOutput] = []
+        if self.online is not None and self.acquisition is not None:
+            outs = self.online.step(self.acquisition.buffer, now, self.acquisition.error)
+            if self.decoder_enabled:
+                for out in outs:
+                    self.hybrid.submit_policy(out)
+        return SteeringTick(self.hybrid.resolve(now), outs)
+
+
+def decoder_control(bundle_path: str | Path, acquisition: Acquisition,
+                    config: PolicyConfig | None = None, publish: bool = True) -> OnlineControl:
+    """Load a decoder bundle and build its online loop for ``acquisition``'s stream.
+
+    Raises a clear error when the bundle does not fit the stream (missing channels, another
+    sampling rate) or its classes are not all mapped to actions.
+    """
+    bundle = load_bundle(bundle_path)
+    decoder = OnlineDecoder.from_bundle(bundle)
+    decoder.bind(acquisition.info)
+    policy = ControlPolicy(bundle.classes, bundle.actions, config or PolicyConfig(),
+                           step_s=bundle.step_s)
+    outlet = ProbabilityOutlet(bundle.classes, name="yume-probabilities") if publish else None
+    return OnlineControl(decoder, policy, outlet=outlet)

@@ -1,0 +1,192 @@
+"""MVDTWorld: starting from images and seeds, long runs with flat memory, bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from control.actions import Action
+from control.motion import CameraState, MotionStep, apply_action
+from world.base import WorldEngine, WorldError
+from world.mvdt import MVDTModel, MVDTPipeline, PixelCodec, preset, save_checkpoint
+from world.mvdt.engine import MVDTWorld, prepare_image
+from world.mvdt.memory import max_history_tokens
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models gain nothing from threads, and on the shared 2-core machine a 2-thread pool
+    # contending with other jobs is many times slower.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return MVDTModel(preset("tiny")).eval()
+
+
+def _world(model, **kw):
+    params = {"num_steps": 1, "guidance_scale": 1.0}
+    return MVDTWorld(model=model, sampler_params=params, **kw)
+
+
+def test_is_a_world_engine_with_model_resolution(tiny_model):
+    world = _world(tiny_model)
+    assert isinstance(world, WorldEngine) and world.name == "mvdt"
+    assert (world.height, world.width) == (16, 16)
+    assert world.frames_per_step == tiny_model.config.chunk_latent_frames
+
+
+def test_step_returns_frames_timestamps_and_commanded_poses(tiny_model):
+    world = _world(tiny_model, frame_rate=8.0)
+    first = world.reset(seed=1)
+    assert first.frames.shape == (1, 16, 16, 3) and first.frames.dtype == np.uint8
+    action = Action("W", "→")
+    chunk = world.step(action)
+    n = world.frames_per_step
+    assert chunk.frames.shape == (n, 16, 16, 3) and chunk.frames.dtype == np.uint8
+    np.testing.assert_allclose(chunk.timestamps, np.arange(1, n + 1) / 8.0)
+    state = CameraState()
+    for k in range(n):
+        state = apply_action(state, action, MotionStep())
+        np.testing.assert_allclose(chunk.poses[k], state.pose())
+    np.testing.assert_allclose(world.pose, chunk.poses[-1])
+    assert chunk.action == action and chunk.info["model_evals"] == 1
+    # Key strings work too; a bad one is a clear WorldError.
+    assert world.step("S ←").action == Action("S", "←")
+    with pytest.raises(WorldError, match="not a key"):
+        world.step("jump")
+    with pytest.raises(WorldError, match="needs an Action"):
+        world.step(42)
+
+
+def test_reset_is_reproducible(tiny_model):
+    a, b = _world(tiny_model), _world(tiny_model)
+    fa = [a.reset(seed=5).frames] + [a.step(Action("W")).frames for _ in range(2)]
+    fb = [b.reset(seed=5).frames] + [b.step(Action("W")).frames for _ in range(2)]
+    for x, y in zip(fa, fb, strict=True):
+        assert np.array_equal(x, y)
+    other = a.reset(seed=6).frames
+    assert not np.array_equal(other, fa[0])
+
+
+def test_120_steps_with_flat_token_count_and_memory(tiny_model):
+    world = _world(tiny_model)
+    world.reset(seed=0)
+    tokens, kept = [], []
+    actions = [Action("W"), Action("·", "→"), Action("A", "↑"), Action("S+D", "↓←")]
+    for i in range(120):
+        chunk = world.step(actions[i % 4])
+        tokens.append(chunk.info["history_tokens"])
+        kept.append(len(world.history))
+    cfg = tiny_model.config
+    assert max(tokens) <= max_history_tokens(cfg)
+    assert len(set(tokens[20:])) == 1 and len(set(kept[20:])) == 1  # flat
+    assert max(kept) == 1 + cfg.max_history_frames
+    assert world.history.total_frames == 1 + 120 * cfg.chunk_latent_frames
+    assert chunk.timestamps[-1] == pytest.approx(120 * world.frames_per_step / world.frame_rate)
+
+
+def test_reset_from_images_of_any_size_and_mode(tiny_model, tmp_path):
+    world = _world(tiny_model)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (37, 51, 3), dtype=np.uint8)  # odd size, other aspect
+    inputs = [
+        rgb,
+        Image.fromarray(rgb).convert("L"),
+        Image.fromarray(rgb).convert("RGBA"),
+        Image.fromarray(rgb).convert("P"),
+        Image.fromarray(rgb[..., 0].astype(np.uint16) * 257),  # 16-bit grey (I;16)
+        rgb[..., 0],  # grayscale array
+        rgb.astype(np.float32) / 255.0,
+        (rgb.astype(np.uint16) * 257),
+        np.dstack([rgb, np.full((37, 51), 255, np.uint8)]),  # RGBA array
+        torch.from_numpy(rgb),
+    ]
+    path = tmp_path / "start.png"
+    Image.fromarray(rgb).save(path)
+    inputs.append(path)
+    for image in inputs:
+        chunk = world.reset(image=image)
+        assert chunk.frames.shape == (1, 16, 16, 3) and chunk.frames.dtype == np.uint8
+        assert chunk.info["source"] == "image"
+        assert world.step(Action("W")).frames.shape[1:] == (16, 16, 3)
+    # The 16-bit and 8-bit versions of one picture give the same start frame.
+    a = prepare_image(rgb.astype(np.uint16) * 257, 16, 16)
+    b = prepare_image(rgb, 16, 16)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("image", "match"),
+    [
+        (np.zeros((0, 5, 3), np.uint8), "too small"),
+        (np.zeros((3, 16, 16), np.uint8), "channel-first"),
+        (np.zeros((4, 4, 4, 3), np.uint8), "shape"),
+        (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
+        (np.zeros((8, 8, 3), np.complex64), "not supported"),
+        ("no/such/file.png", "Cannot read"),
+        ([1, 2, 3], "must be a file path"),
+    ],
+)
+def test_bad_images_are_clear_errors(tiny_model, image, match):
+    world = _world(tiny_model)
+    with pytest.raises(WorldError, match=match):
+        world.reset(image=image)
+
+
+def test_prepare_image_centre_crops():
+    img = np.zeros((10, 30, 3), np.uint8)
+    img[:, 10:20] = 255  # the centre third is white
+    out = prepare_image(img, 8, 8)
+    assert out.shape == (8, 8, 3) and out.min() > 200
+
+
+def test_no_checkpoint_says_how_to_train(tmp_path):
+    with pytest.raises(WorldError, match="yume world train"):
+        MVDTWorld(checkpoint=tmp_path / "nothing")
+
+
+def test_engine_from_checkpoint_with_sampler_file(tiny_model, tmp_path):
+    ck = save_checkpoint(tiny_model, tmp_path / "ck")
+    (ck / "sampler.json").write_text(
+        '{"name": "tts-sde", "params": {"num_steps": 2, "guidance_scale": 1.0, "eta": 0.0}}',
+        encoding="utf-8")
+    world = MVDTWorld(checkpoint=ck)
+    assert world.pipeline.sampler.name == "tts-sde" and world.pipeline.sampler.num_steps == 2
+    world.reset(seed=0)
+    assert world.step(Action("D")).frames.shape == (2, 16, 16, 3)
+
+
+def test_pipeline_frames_match_engine_codec(tiny_model):
+    codec = PixelCodec(2)
+    frames = np.random.default_rng(1).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    z = codec.encode(frames)
+    assert z.shape == (12, 3, 8, 8)
+    assert np.array_equal(codec.decode(z), frames)
+    pipe = MVDTPipeline(tiny_model, codec, num_steps=2, guidance_scale=1.0)
+    out, latents = pipe.generate_frames(z, Action("W"), torch.Generator().manual_seed(0))
+    assert out.shape == (2, 16, 16, 3) and latents.shape == (12, 2, 8, 8)
+
+
+def test_registry_builds_mvdt_and_seed_renders_the_sandbox(tiny_model):
+    from world.registry import available_worlds, make_world
+
+    assert "mvdt" in available_worlds()
+    world = make_world("mvdt", model=tiny_model, height=32, width=24,
+                       sampler_params={"num_steps": 1, "guidance_scale": 1.0})
+    first = world.reset(seed=4)
+    assert first.info["source"] == "sandbox"
+    assert first.frames.shape == (1, 32, 24, 3)  # display size; the model runs at 16x16
+    assert world.step(Action("W")).frames.shape == (world.frames_per_step, 32, 24, 3)
+    assert first.frames.std() > 0  # a rendered scene, not a blank frame
+    with pytest.raises(WorldError, match="frames per step"):
+        make_world("mvdt", model=tiny_model, frames_per_step=7)
+    with pytest.raises(WorldError, match="Resolution"):
+        make_world("mvdt", model=tiny_model, height=-1, width=5)

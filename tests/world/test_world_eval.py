@@ -1,0 +1,140 @@
+"""World-model evaluation: metrics, IDM, evaluation of a tiny random model, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from control.actions import ROTATIONS, TRANSLATIONS, Action
+from control.motion import CameraState, apply_action
+from world.evaluate import EvalConfig, evaluate, format_table, measure_speed, psnr, ssim
+from world.idm import (
+    IDMConfig,
+    IDMError,
+    InverseDynamics,
+    accuracy,
+    fit_idm,
+    motion_labels,
+    pairs_from_clips,
+)
+from world.mvdt import MVDTModel, codec_from_config, preset
+
+
+def test_psnr_ssim_basics():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+    assert psnr(a, a) == math.inf
+    assert 20 < psnr(a, b) < 40
+    assert ssim(a, a) == pytest.approx(1.0)
+    s = ssim(a, b)
+    assert 0.0 <= s < 1.0
+    assert 0.0 <= ssim(a, 255 - a) <= 1.0
+
+
+def test_motion_labels_from_poses():
+    s0 = CameraState()
+    s1 = s0
+    for _ in range(4):
+        s1 = apply_action(s1, Action("W+D", "↑→"))
+    t, r = motion_labels(s0.pose(), s1.pose(), metres=0.32, radians=np.deg2rad(8))
+    assert TRANSLATIONS[t] == "W+D" and ROTATIONS[r] == "↑→"
+    assert motion_labels(s0.pose(), s0.pose(), 0.32, 0.1) == (0, 0)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    from world.data import ClipDataset, write_dataset
+
+    out = tmp_path_factory.mktemp("eval-clips")
+    write_dataset(out, n_clips=3, resolution=16, chunks_per_clip=4, frames_per_step=2,
+                  progress=False)
+    ds = ClipDataset(out)
+    return ds.all_frames(), torch.stack([ds[k]["poses"] for k in range(len(ds))])
+
+
+def test_idm_trains_predicts_and_round_trips(clips, tmp_path):
+    frames, poses = clips
+    before, after, labels = pairs_from_clips(frames, poses, frames_per_step=2)
+    assert before.shape == (12, 16, 16, 3) and labels.shape == (12, 2)
+    model, log = fit_idm(before, after, labels, steps=4, batch=8, progress=False)
+    assert len(log) == 4 and all(math.isfinite(r["loss"]) for r in log)
+    lt, lr = model(before[:3], after[:3])
+    assert lt.shape == (3, 9) and lr.shape == (3, 9)
+    pred = model.predict(before, after)
+    assert pred.shape == (12, 2) and int(pred.max()) < 9 and int(pred.min()) >= 0
+    assert all(isinstance(a, Action) for a in model.predict_actions(before[:2], after[:2]))
+    acc = accuracy(model, before, after, labels)
+    assert all(0 <= acc[k] <= 1 for k in ("action", "translation", "rotation"))
+    assert acc["action"] <= min(acc["translation"], acc["rotation"]) and acc["n"] == 12
+    model.save(tmp_path / "idm")
+    again = InverseDynamics.load(tmp_path / "idm")
+    assert torch.equal(again.predict(before, after), pred)
+    with pytest.raises(IDMError):
+        InverseDynamics.load(tmp_path / "nothing")
+    with pytest.raises(IDMError, match="frame batches"):
+        model(before[:, :8], after[:, :8])
+
+
+def test_eval_tiny_random_model(tmp_path):
+    torch.manual_seed(0)
+    cfg = preset("tiny", latent_channels=12)
+    model = MVDTModel(cfg)
+    codec = codec_from_config(cfg.codec)
+    idm = InverseDynamics(IDMConfig(height=16, width=16, frames_per_step=2))
+    ev = EvalConfig(episodes=2, horizon=3, drift_chunks=4, drift_episodes=1, drift_window=2,
+                    num_steps=2, threads=1)
+    res = evaluate(model, codec, idm, ev, progress=False, out_dir=tmp_path)
+    for key in ("psnr", "ssim", "baseline_psnr", "baseline_ssim", "psnr_gain"):
+        assert len(res["per_step"][key]) == 3
+    assert all(0.0 <= s <= 1.0 for s in res["per_step"]["ssim"] + res["per_step"]["baseline_ssim"])
+    assert {"psnr_gain_at_h", "ssim_at_h", "horizon_step"} <= set(res["summary"])
+    af = res["action_following"]
+    assert {"model", "ground_truth"} == set(af) and 0 <= af["model"]["action"] <= 1
+    assert len(res["drift"]["windows"]) == 2
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["summary"] == pytest.approx(res["summary"])
+    assert (tmp_path / "rollouts.png").stat().st_size > 100
+    assert (tmp_path / "rollout.gif").stat().st_size > 100
+    assert "PSNR" in format_table(res)
+    speed = measure_speed(model, codec, ev, chunks=1)
+    assert speed["frames_per_second"] > 0 and speed["model_calls_per_chunk"] == 2
+
+
+def test_cli_world_help():
+    out = subprocess.run([sys.executable, "-m", "gui.cli", "world", "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    for word in ("data", "train", "eval", "idm", "distill"):
+        assert word in out.stdout
+    out = subprocess.run([sys.executable, "-m", "gui.cli", "world", "eval", "--checkpoint",
+                          "/nonexistent/ckpt"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "error" in out.stderr
+
+
+def test_idm_symmetry_labels_match_poses(clips):
+    from world.idm import symmetry_augment
+
+    frames, poses = clips
+    before, after, labels = pairs_from_clips(frames, poses, frames_per_step=2)
+    gen = torch.Generator().manual_seed(0)
+    b2, a2, l2 = symmetry_augment(before, after, labels, gen)
+    # A time-reversed pair must carry the label of the reverse motion, computed from the poses.
+    p = poses.numpy()
+    k = 0
+    for i in range(p.shape[0]):
+        for c in range(4):
+            pa, pb = p[i, 2 * c], p[i, 2 * c + 2]
+            fwd = torch.equal(b2[k], before[k]) and torch.equal(a2[k], after[k])
+            rev = torch.equal(b2[k], after[k]) and torch.equal(a2[k], before[k])
+            if fwd or rev:  # not mirrored
+                want = motion_labels(pb, pa, 0.16, np.deg2rad(4)) if rev and not fwd else \
+                    tuple(labels[k].tolist())
+                assert tuple(l2[k].tolist()) == want
+            k += 1

@@ -1,0 +1,99 @@
+"""World-model training loop: runs, checkpoints, resumes; the few-step student path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from world.distill import DistillConfig, distill, student_sampler_params
+from world.mvdt import load_checkpoint
+from world.train import TrainConfig, TrainError, plot_loss, train
+
+
+def tiny_config(tmp_path, **changes) -> TrainConfig:
+    cfg = TrainConfig.load("world/configs/tiny.json")
+    cfg.run_dir = str(tmp_path / "run")
+    cfg.data = {**cfg.data, "train_dir": str(tmp_path / "train"),
+                "heldout_dir": str(tmp_path / "heldout")}
+    for k, v in changes.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    cfg = tiny_config(tmp)
+    ckpt = train(cfg, progress=False)
+    return tmp, cfg, ckpt
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_train_three_steps_and_checkpoint(trained):
+    tmp, cfg, ckpt = trained
+    rows = [r for r in _rows(tmp / "run") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    assert (tmp / "run" / "loss.png").stat().st_size > 1000
+    for name in ("model.safetensors", "ema.safetensors", "optimizer.safetensors", "state.json",
+                 "config.json"):
+        assert (tmp / "run" / "last" / name).is_file()
+    model = load_checkpoint(ckpt)
+    assert model.config.frames_per_chunk == 2
+    assert json.loads((ckpt / "training.json").read_text())["step"] == 3
+    # Data were generated on the way, in the documented format.
+    assert (tmp / "train" / "index.json").is_file() and (tmp / "heldout" / "index.json").is_file()
+
+
+def test_resume_continues_step_counter(trained):
+    tmp, cfg, _ = trained
+    state = json.loads((tmp / "run" / "last" / "state.json").read_text())
+    assert state["step"] == 3
+    ckpt = train(tiny_config(tmp), progress=False, max_steps=5)
+    rows = _rows(tmp / "run")
+    starts = [r for r in rows if r.get("event") == "start"]
+    assert starts[-1]["resume"] and starts[-1]["step"] == 3
+    steps = [r["step"] for r in rows if "loss" in r]
+    assert steps == [1, 2, 3, 4, 5]
+    assert json.loads((tmp / "run" / "last" / "state.json").read_text())["step"] == 5
+    assert json.loads((ckpt / "training.json").read_text())["step"] == 5
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(TrainError, match="No training config"):
+        TrainConfig.load(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "x", "learning_rate": 1}))
+    with pytest.raises(TrainError, match="unknown keys"):
+        TrainConfig.load(bad)
+
+
+def test_plot_loss(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps({"step": i, "loss": 1.0 / i}) for i in range(1, 40)))
+    plot_loss(log, tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+
+
+def test_distill_student_path(trained, tmp_path):
+    tmp, cfg, ckpt = trained
+    out = distill(DistillConfig(teacher=str(ckpt), data=cfg.data["train_dir"],
+                                out=str(tmp_path / "student"), student_steps=2, teacher_steps=4,
+                                teacher_guidance=2.0, trajectories=2, batch_size=2,
+                                max_steps=3), progress=False)
+    student = load_checkpoint(out)
+    teacher = load_checkpoint(ckpt)
+    assert student.config.to_dict() == teacher.config.to_dict()
+    assert student_sampler_params(out) == {"sampler": "euler", "num_steps": 2,
+                                           "guidance_scale": 1.0}
+    losses = [json.loads(r)["loss"] for r in (out / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    changed = any(not torch.equal(a, b) for a, b in zip(student.state_dict().values(),
+                                                          teacher.state_dict().values(),
+                                                          strict=True))
+    assert changed

@@ -1,0 +1,457 @@
+"""Evaluation of a world model against the sandbox's ground truth (``yume world eval``).
+
+On held-out scene seeds the sandbox walks a random plausible path (:class:`world.data.WalkPolicy`)
+and the model, given only the scene's first frame, generates the same actions chunk by chunk
+(autoregressively, from its own output). Measured:
+
+- **PSNR / SSIM per step** of the horizon (mean over the chunk's frames) against the sandbox,
+  next to the baseline "repeat the last observed frame" (the first frame), and the gain;
+- **action following**: the inverse-dynamics model (:mod:`world.idm`) reads each generated chunk
+  (frame before it, its last frame) and its prediction is compared with the commanded action
+  (translation, rotation and both); the same IDM on the ground-truth video gives the ceiling;
+- **drift** over a long rollout (64+ chunks): PSNR, colour-mean error and sharpness ratio
+  (generated / ground truth) per window of chunks;
+- **speed**: frames per second of generation with the sampler used.
+
+Episodes are generated in a batch (one model call covers every episode), which is how the
+evaluation stays affordable on a CPU. Results are a JSON-serialisable dict; :func:`format_table`
+prints it and :func:`save_strip` / :func:`save_gif` write rollouts for people to look at.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from control.actions import ROTATIONS, TRANSLATIONS, Action
+from world.base import WorldError
+from world.data import Clip, WalkPolicy, generate_clip, make_world, scene_seeds
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- image metrics
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 arrays; ``inf`` when they are identical."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean structural similarity of uint8 images ``(..., H, W, 3)`` (Wang et al. 2004).
+
+    Gaussian window 11 / sigma 1.5, constants K1 = 0.01, K2 = 0.03, computed per RGB channel and
+    averaged; the mean is clipped to [0, 1] (negative SSIM, anti-correlated structure, counts as
+    no similarity). Identical images give 1.
+    """
+    x = torch.from_numpy(np.array(a, dtype=np.float64)).reshape(-1, *np.shape(a)[-3:])
+    y = torch.from_numpy(np.array(b, dtype=np.float64)).reshape(-1, *np.shape(b)[-3:])
+    if x.shape != y.shape:
+        raise WorldError(f"SSIM needs images of one shape, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}.")
+    x, y = x.permute(0, 3, 1, 2), y.permute(0, 3, 1, 2)
+    c = x.shape[1]
+    size = min(11, x.shape[-1], x.shape[-2])
+    g = _gaussian_window(size)
+    win = (g[:, None] * g[None, :]).expand(c, 1, size, size)
+
+    def filt(z: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(z, win, groups=c)
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mx, my = filt(x), filt(y)
+    vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(np.clip(float(s.mean()), 0.0, 1.0))
+
+
+def sharpness(frames: np.ndarray) -> float:
+    """Mean squared Laplacian of the grey frames (drops as frames blur)."""
+    grey = torch.as_tensor(np.asarray(frames, np.float32)).reshape(-1, *np.shape(frames)[-3:])
+    grey = grey.mean(-1, keepdim=True).permute(0, 3, 1, 2)
+    lap = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).reshape(1, 1, 3, 3)
+    return float(F.conv2d(grey, lap).pow(2).mean())
+
+
+# --------------------------------------------------------------------------- generation
+class BatchedRollout:
+    """Autoregressive generation for several episodes at once, each with its own actions.
+
+    Parameters
+    ----------
+    model : MVDTModel
+    codec : codec of the model (``encode``/``decode``, core protocol)
+    sampler : world.mvdt.Sampler
+    cache : world.mvdt.ResidualCache, optional
+        Residual caching (reset for every chunk).
+    generator : torch.Generator, optional
+        Seeds the initial noise of every chunk.
+    """
+
+    def __init__(self, model, codec, sampler, cache=None, generator=None) -> None:
+        self.model, self.codec, self.sampler, self.cache = model, codec, sampler, cache
+        self.generator = generator or torch.Generator().manual_seed(0)
+        self.history: torch.Tensor | None = None
+        model.eval()
+
+    def reset(self, first_frames: np.ndarray) -> None:
+        """Start every episode from its first frame, uint8 ``(B, H, W, 3)``."""
+        self.history = torch.stack([self.codec.encode(f[None]) for f in first_frames])
+
+    def _trim(self) -> None:
+        # Keep the first frame and as many recent ones as the memory schedule can use.
+        keep = self.model.config.max_history_frames
+        if self.history.shape[2] > 1 + keep:
+            self.history = torch.cat([self.history[:, :, :1], self.history[:, :, -keep:]], 2)
+
+    @torch.no_grad()
+    def step(self, actions: list[Action]) -> np.ndarray:
+        """Generate the next chunk of every episode; uint8 ``(B, F, H, W, 3)``."""
+        model, cfg = self.model, self.model.config
+        b = self.history.shape[0]
+        if len(actions) != b:
+            raise WorldError(f"Got {len(actions)} actions for {b} episodes.")
+        hist = model.embed_history(self.history, batch=b)
+        cond = model.encode_actions(list(actions))
+        uncond = (model.encode_actions([None] * b)
+                  if self.sampler.guidance_scale != 1.0 else None)
+        shape = (b, cfg.latent_channels, cfg.chunk_latent_frames, cfg.latent_height,
+                 cfg.latent_width)
+        noise = torch.randn(shape, generator=self.generator)
+        if self.cache is not None:
+            self.cache.reset()
+
+        def velocity(x, sigma, context):
+            call = None
+            if self.cache is not None:
+                call = self.cache.call("cond" if context is cond else "uncond")
+            return model(x, sigma, context, hist, cache=call)
+
+        latents = self.sampler(velocity, noise, cond, uncond, generator=self.generator)
+        self.history = torch.cat([self.history, latents], dim=2)
+        self._trim()
+        return np.stack([self.codec.decode(z) for z in latents])
+
+
+def ground_truth_episodes(
+    seeds, n_chunks: int, resolution: tuple[int, int], frames_per_step: int,
+    policy: WalkPolicy | None = None, seed: int = 0, world_factory=None,
+) -> list[Clip]:
+    """Sandbox walks of ``n_chunks`` chunks from each scene seed (actions + exact frames)."""
+    h, w = resolution
+    world = (world_factory or (lambda: make_world(h, w, frames_per_step)))()
+    clips = [generate_clip(world, int(s), n_chunks, policy,
+                           np.random.default_rng([seed, int(s), 11])) for s in seeds]
+    world.close()
+    return clips
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalConfig:
+    """What :func:`evaluate` measures.
+
+    Parameters
+    ----------
+    episodes : int
+        Held-out scenes for the horizon metrics.
+    horizon : int
+        Chunks generated per episode for PSNR/SSIM/action following.
+    drift_chunks, drift_episodes : int
+        Length and count of the long rollouts for drift (0 disables).
+    drift_window : int
+        Chunks per drift window.
+    sampler, num_steps, guidance_scale : the sampler used.
+    cache_blocks, cache_reuse : residual caching of the ``cache_blocks`` least important blocks
+        for ``cache_reuse`` calls (0 = off).
+    seed : int
+        Scene seeds, actions and noise.
+    threads : int
+        ``torch.set_num_threads`` during the evaluation.
+    """
+
+    episodes: int = 8
+    horizon: int = 16
+    drift_chunks: int = 64
+    drift_episodes: int = 2
+    drift_window: int = 16
+    sampler: str = "euler"
+    num_steps: int = 4
+    guidance_scale: float = 1.0
+    cache_blocks: int = 0
+    cache_reuse: int = 0
+    seed: int = 0
+    threads: int = 2
+
+
+def _make_cache(model, codec, cfg: EvalConfig, first_frames: np.ndarray):
+    from world.mvdt import ResidualCache, block_importance, least_important
+
+    if cfg.cache_blocks <= 0 or cfg.cache_reuse <= 0:
+        return None, None
+    mc = model.config
+    x = torch.stack([codec.encode(np.repeat(f[None], mc.frames_per_chunk, 0))
+                     for f in first_frames[:2]])
+    hist = torch.stack([codec.encode(f[None]) for f in first_frames[:2]])
+    ctx = model.encode_actions([Action("W"), Action("·", "→")])
+    scores = block_importance(model, x, ctx, hist, num_steps=max(cfg.num_steps, 4),
+                              shift=mc.flow_shift)
+    blocks = least_important(scores, cfg.cache_blocks)
+    return ResidualCache(blocks, cfg.cache_reuse), [float(s) for s in scores]
+
+
+def rollout(model, codec, clips: list[Clip], n_chunks: int, cfg: EvalConfig,
+            progress: bool = True, desc: str = "rollout") -> tuple[np.ndarray, dict]:
+    """Generate ``n_chunks`` chunks for each clip's actions; frames ``(B, n*F, H, W, 3)``."""
+    from world.mvdt import get_sampler
+
+    sampler = get_sampler(cfg.sampler, num_steps=cfg.num_steps,
+                          guidance_scale=cfg.guidance_scale, shift=model.config.flow_shift)
+    first = np.stack([c.frames[0] for c in clips])
+    cache, scores = _make_cache(model, codec, cfg, first)
+    gen = BatchedRollout(model, codec, sampler, cache,
+                         torch.Generator().manual_seed(cfg.seed))
+    gen.reset(first)
+    out, seconds = [], 0.0
+    for k in tqdm(range(n_chunks), desc=desc, disable=not progress):
+        t0 = time.perf_counter()
+        out.append(gen.step([Action.from_index(int(c.actions[k])) for c in clips]))
+        seconds += time.perf_counter() - t0
+    frames = np.concatenate(out, axis=1)
+    n_frames = frames.shape[0] * frames.shape[1]
+    return frames, {"seconds": seconds, "frames": int(n_frames),
+                    "batched_frames_per_second": n_frames / max(seconds, 1e-9),
+                    "model_calls_per_chunk": sampler.num_evals,
+                    "cache_blocks": sorted(cache.blocks) if cache else [],
+                    "block_importance": scores}
+
+
+def _idm_scores(idm, before: np.ndarray, after: np.ndarray, actions: np.ndarray) -> dict:
+    pred = idm.predict(torch.from_numpy(before), torch.from_numpy(after)).numpy()
+    want = np.array([[TRANSLATIONS.index(Action.from_index(int(a)).translation),
+                      ROTATIONS.index(Action.from_index(int(a)).rotation)] for a in actions])
+    ok = pred == want
+    return {"action": float(ok.all(1).mean()), "translation": float(ok[:, 0].mean()),
+            "rotation": float(ok[:, 1].mean()), "n": int(len(want))}
+
+
+def _chunk_pairs(first: np.ndarray, frames: np.ndarray, fps: int) -> tuple[np.ndarray, ...]:
+    """(before, after) frames of every chunk of every episode: frame before, chunk's last."""
+    b, n = frames.shape[:2]
+    chunks = n // fps
+    lasts = frames[:, fps - 1::fps][:, :chunks]  # (B, chunks, H, W, 3)
+    befores = np.concatenate([first[:, None], lasts[:, :-1]], axis=1)
+    return befores.reshape(-1, *frames.shape[2:]), lasts.reshape(-1, *frames.shape[2:])
+
+
+def evaluate(model, codec, idm=None, config: EvalConfig | None = None, progress: bool = True,
+             world_factory=None, out_dir: str | Path | None = None) -> dict:
+    """Measure a world model against the sandbox on held-out scenes.
+
+    Parameters
+    ----------
+    model : MVDTModel
+        The world model (eval mode is set).
+    codec : object
+        Its frame codec (:func:`world.mvdt.codec_from_config`).
+    idm : world.idm.InverseDynamics, optional
+        Scores action following; skipped when None.
+    config : EvalConfig
+    progress : bool
+        tqdm bars.
+    world_factory : callable, optional
+        Ground-truth engine (default: the sandbox at the model's resolution).
+    out_dir : path, optional
+        Where to write ``eval.json``, ``rollouts.png`` and ``rollout.gif``.
+
+    Returns
+    -------
+    dict
+        ``per_step`` (lists over the horizon: psnr, ssim, baseline_psnr, baseline_ssim,
+        psnr_gain), ``summary`` (means and the values at horizon 8), ``action_following``
+        (model and ground truth), ``drift`` and ``speed``.
+    """
+    cfg = config or EvalConfig()
+    torch.set_num_threads(max(1, cfg.threads))
+    mc = model.config
+    fps, res = mc.frames_per_chunk, (mc.frame_height, mc.frame_width)
+    seeds = scene_seeds("heldout", cfg.episodes + cfg.drift_episodes, cfg.seed)
+    clips = ground_truth_episodes(seeds[:cfg.episodes], cfg.horizon, res, fps, seed=cfg.seed,
+                                  world_factory=world_factory)
+    frames, speed = rollout(model, codec, clips, cfg.horizon, cfg, progress, "horizon")
+    truth = np.stack([c.frames[1:] for c in clips])
+    first = np.stack([c.frames[0] for c in clips])
+    per_step = {k: [] for k in ("psnr", "ssim", "baseline_psnr", "baseline_ssim")}
+    for k in range(cfg.horizon):
+        sl = slice(k * fps, (k + 1) * fps)
+        g, t = frames[:, sl], truth[:, sl]
+        base = np.broadcast_to(first[:, None], t.shape)
+        per_step["psnr"].append(float(np.mean([psnr(a, b) for a, b in zip(g, t, strict=True)])))
+        per_step["ssim"].append(ssim(g, t))
+        per_step["baseline_psnr"].append(
+            float(np.mean([psnr(a, b) for a, b in zip(base, t, strict=True)])))
+        per_step["baseline_ssim"].append(ssim(base, t))
+    per_step["psnr_gain"] = [a - b for a, b in zip(per_step["psnr"], per_step["baseline_psnr"],
+                                                   strict=True)]
+    h8 = min(8, cfg.horizon) - 1
+    summary = {
+        "psnr_mean": float(np.mean(per_step["psnr"])),
+        "ssim_mean": float(np.mean(per_step["ssim"])),
+        "baseline_psnr_mean": float(np.mean(per_step["baseline_psnr"])),
+        "psnr_gain_mean": float(np.mean(per_step["psnr_gain"])),
+        "horizon_step": h8 + 1,
+        "psnr_at_h": per_step["psnr"][h8], "baseline_psnr_at_h": per_step["baseline_psnr"][h8],
+        "psnr_gain_at_h": per_step["psnr_gain"][h8],
+        "ssim_at_h": per_step["ssim"][h8], "baseline_ssim_at_h": per_step["baseline_ssim"][h8],
+    }
+    actions = np.stack([c.actions for c in clips]).reshape(-1)
+    results: dict = {"config": asdict(cfg), "model": {"params": mc.num_parameters(),
+                     "frame_size": list(res), "frames_per_chunk": fps},
+                     "seeds": [int(s) for s in seeds[:cfg.episodes]],
+                     "per_step": per_step, "summary": summary, "speed": speed}
+    if idm is not None:
+        gb, ga = _chunk_pairs(first, frames, fps)
+        tb, ta = _chunk_pairs(first, truth, fps)
+        results["action_following"] = {"model": _idm_scores(idm, gb, ga, actions),
+                                       "ground_truth": _idm_scores(idm, tb, ta, actions)}
+    if cfg.drift_episodes > 0 and cfg.drift_chunks > 0:
+        results["drift"] = _drift(model, codec, idm, cfg, seeds[cfg.episodes:], res, fps,
+                                  progress, world_factory)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "eval.json").write_text(json.dumps(results, indent=1))
+        save_strip(first, truth, frames, fps, out / "rollouts.png")
+        save_gif(truth[:4], frames[:4], out / "rollout.gif")
+    return results
+
+
+def _drift(model, codec, idm, cfg: EvalConfig, seeds, res, fps, progress, world_factory) -> dict:
+    clips = ground_truth_episodes(seeds, cfg.drift_chunks, res, fps, seed=cfg.seed + 1,
+                                  world_factory=world_factory)
+    frames, _ = rollout(model, codec, clips, cfg.drift_chunks, cfg, progress, "drift")
+    truth = np.stack([c.frames[1:] for c in clips])
+    first = np.stack([c.frames[0] for c in clips])
+    rows = []
+    w = cfg.drift_window
+    for start in range(0, cfg.drift_chunks, w):
+        sl = slice(start * fps, min(start + w, cfg.drift_chunks) * fps)
+        g, t = frames[:, sl], truth[:, sl]
+        row = {"chunks": [start + 1, min(start + w, cfg.drift_chunks)],
+               "psnr": float(np.mean([psnr(a, b) for a, b in zip(g, t, strict=True)])),
+               "colour_error": float(np.abs(g.reshape(-1, 3).mean(0) - t.reshape(-1, 3).mean(0))
+                                     .mean()),
+               "sharpness_ratio": sharpness(g) / max(sharpness(t), 1e-9)}
+        if idm is not None:
+            acts = np.stack([c.actions[start:start + w] for c in clips]).reshape(-1)
+            gb, ga = _chunk_pairs(first, frames, fps)
+            chunks = frames.shape[1] // fps
+            sel = np.concatenate([np.arange(i * chunks + start, i * chunks + min(start + w, chunks))
+                                  for i in range(len(clips))])
+            row["action_following"] = _idm_scores(idm, gb[sel], ga[sel], acts)["action"]
+        rows.append(row)
+    return {"chunks": cfg.drift_chunks, "episodes": len(clips), "windows": rows}
+
+
+# --------------------------------------------------------------------------- speed
+def measure_speed(model, codec, cfg: EvalConfig, chunks: int = 4, seed_frame=None,
+                  world_factory=None) -> dict:
+    """Frames per second of one episode (batch 1, as the live engine runs) with ``cfg``'s sampler.
+
+    The first chunk is a warm-up and not timed.
+    """
+    torch.set_num_threads(max(1, cfg.threads))
+    mc = model.config
+    fps, res = mc.frames_per_chunk, (mc.frame_height, mc.frame_width)
+    clip = ground_truth_episodes(scene_seeds("heldout", 1, cfg.seed), chunks + 1, res, fps,
+                                 seed=cfg.seed, world_factory=world_factory)[0]
+    from world.mvdt import get_sampler
+
+    sampler = get_sampler(cfg.sampler, num_steps=cfg.num_steps,
+                          guidance_scale=cfg.guidance_scale, shift=mc.flow_shift)
+    cache, _ = _make_cache(model, codec, cfg, clip.frames[:1])
+    gen = BatchedRollout(model, codec, sampler, cache, torch.Generator().manual_seed(cfg.seed))
+    gen.reset(clip.frames[:1])
+    gen.step([Action.from_index(int(clip.actions[0]))])  # warm-up
+    t0 = time.perf_counter()
+    for k in range(1, chunks + 1):
+        gen.step([Action.from_index(int(clip.actions[k]))])
+    seconds = time.perf_counter() - t0
+    return {"frames_per_second": chunks * fps / seconds, "seconds_per_chunk": seconds / chunks,
+            "model_calls_per_chunk": sampler.num_evals, "threads": cfg.threads,
+            "sampler": cfg.sampler, "num_steps": cfg.num_steps,
+            "guidance_scale": cfg.guidance_scale, "cache_blocks": sorted(cache.blocks)
+            if cache else [], "cache_reuse": cfg.cache_reuse}
+
+
+# --------------------------------------------------------------------------- reporting
+def format_table(results: dict) -> str:
+    """A plain-text table of :func:`evaluate`'s results."""
+    ps = results["per_step"]
+    lines = ["step  PSNR model  PSNR repeat-last  gain   SSIM model  SSIM repeat-last"]
+    for k in range(len(ps["psnr"])):
+        lines.append(f"{k + 1:>4}  {ps['psnr'][k]:10.2f}  {ps['baseline_psnr'][k]:16.2f}  "
+                     f"{ps['psnr_gain'][k]:+5.2f}  {ps['ssim'][k]:10.3f}  "
+                     f"{ps['baseline_ssim'][k]:16.3f}")
+    s = results["summary"]
+    lines.append(f"horizon {s['horizon_step']}: PSNR gain {s['psnr_gain_at_h']:+.2f} dB, "
+                 f"SSIM {s['ssim_at_h']:.3f} vs {s['baseline_ssim_at_h']:.3f}")
+    if "action_following" in results:
+        m, g = results["action_following"]["model"], results["action_following"]["ground_truth"]
+        lines.append(f"action following (IDM): model {m['action']:.3f} "
+                     f"(translation {m['translation']:.3f}, rotation {m['rotation']:.3f}); "
+                     f"ground truth {g['action']:.3f}")
+    if "drift" in results:
+        lines.append("drift  chunks     PSNR  colour err  sharpness  action-following")
+        for r in results["drift"]["windows"]:
+            af = r.get("action_following", float("nan"))
+            lines.append(f"       {r['chunks'][0]:>3}-{r['chunks'][1]:<4} {r['psnr']:6.2f}  "
+                         f"{r['colour_error']:10.2f}  {r['sharpness_ratio']:9.2f}  {af:16.3f}")
+    sp = results.get("speed", {})
+    if sp:
+        lines.append(f"generation: {sp['batched_frames_per_second']:.1f} frames/s batched over "
+                     f"episodes, {sp['model_calls_per_chunk']} model calls per chunk")
+    return "\n".join(lines)
+
+
+def save_strip(first: np.ndarray, truth: np.ndarray, frames: np.ndarray, fps: int,
+               path: str | Path, episodes: int = 4, max_chunks: int = 12) -> Path:
+    """PNG: for each episode a ground-truth row over a generated row (last frame per chunk)."""
+    from PIL import Image
+
+    n = min(episodes, len(frames))
+    chunks = min(frames.shape[1] // fps, max_chunks)
+    rows = []
+    for i in range(n):
+        for video in (truth[i], frames[i]):
+            cells = [first[i]] + [video[(k + 1) * fps - 1] for k in range(chunks)]
+            rows.append(np.concatenate(cells, axis=1))
+        rows.append(np.full((2, rows[-1].shape[1], 3), 255, np.uint8))
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+    return Path(path)
+
+
+def save_gif(truth: np.ndarray, frames: np.ndarray, path: str | Path, fps: float = 8.0) -> Path:
+    """GIF: ground truth (top) over generated (bottom), episodes side by side."""
+    import imageio.v2 as imageio
+
+    top = np.concatenate(list(truth), axis=2)
+    bottom = np.concatenate(list(frames), axis=2)
+    video = np.concatenate([top, bottom], axis=1)
+    imageio.mimsave(path, list(video), duration=1.0 / fps, loop=0)
+    return Path(path)

@@ -1,0 +1,326 @@
+"""``MVDTWorld``: the MVDT video model behind the :class:`~world.base.WorldEngine` interface.
+
+A world starts from any RGB image (resized and centre-cropped to the model's resolution) or from
+a sandbox scene seed (its first frame is rendered by the procedural sandbox), then each
+``step(action)`` samples the next chunk conditioned on the bounded, compressed history. The
+poses returned are the ones the action asks for (``control.motion.apply_action``), since a
+generative model has no measured camera.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from control.actions import IDLE, Action, ActionError, parse_action
+from control.motion import CameraState, MotionStep, apply_action
+from world.base import Chunk, WorldEngine, WorldError, check_resolution
+from world.mvdt.cache import ResidualCache
+from world.mvdt.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from world.mvdt.memory import HistoryBuffer, history_token_count
+from world.mvdt.model import MVDTModel
+from world.mvdt.pipeline import MVDTPipeline, codec_from_config
+
+logger = logging.getLogger(__name__)
+
+SAMPLER_FILE = "sampler.json"  # optional: recommended sampler of a checkpoint (name + params)
+
+
+def _to_rgb_array(image: Any) -> np.ndarray:
+    """Any supported image input as an (H, W, 3) uint8 array (no resizing)."""
+    if isinstance(image, (str, Path)):
+        try:
+            with Image.open(image) as im:
+                im.load()
+                image = im.copy()
+        except (OSError, UnidentifiedImageError) as err:
+            raise WorldError(f"Cannot read an image from {image} ({err}); pass a PNG/JPEG file "
+                             "or an RGB array.") from err
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            arr = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if image.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+            if image.mode == "F":
+                top = 1.0 if arr.max() <= 1.0 else 255.0
+            image = np.clip(arr / top * 255.0, 0, 255).round().astype(np.uint8)
+        else:
+            image = np.asarray(image.convert("RGB"))
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, np.ndarray):
+        raise WorldError(f"An image must be a file path, a PIL image or an (H, W, 3) array, not "
+                         f"{type(image).__name__}.")
+    arr = image
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise WorldError(f"An image array must have shape (H, W), (H, W, 3) or (H, W, 4), got "
+                         f"{arr.shape}; channel-first arrays need a transpose to (H, W, C).")
+    arr = arr[..., :3]
+    if arr.shape[0] < 2 or arr.shape[1] < 2:
+        raise WorldError(f"An image of {arr.shape[0]}x{arr.shape[1]} pixels is too small; "
+                         "pass at least 2x2 pixels.")
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.dtype.kind in "iu":
+        # uint16 is 16-bit data; other wide ints are 8-bit values unless they exceed 255.
+        top = 65535.0 if arr.dtype == np.uint16 or arr.max() > 255 else 255.0
+        return np.clip(arr.astype(np.float64) / top * 255.0, 0, 255).round().astype(np.uint8)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise WorldError("The image contains NaN or infinite values; pass finite pixel values.")
+        scale = 255.0 if arr.max() <= 1.0 else 1.0
+        return np.clip(arr * scale, 0, 255).round().astype(np.uint8)
+    raise WorldError(f"Image pixels of type {arr.dtype} are not supported; use uint8, uint16 or "
+                     "float in [0, 1].")
+
+
+def prepare_image(image: Any, height: int, width: int) -> np.ndarray:
+    """Centre-crop to the target aspect ratio and resize to (height, width); uint8 RGB.
+
+    Accepts a path, a PIL image of any mode (L, RGBA, P, I;16 ...) or a uint8/uint16/float/bool
+    array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of any (odd) size.
+    """
+    arr = _to_rgb_array(image)
+    h, w = arr.shape[:2]
+    target = width / height
+    if w / h > target:  # too wide: crop columns
+        cw = max(1, round(h * target))
+        x0 = (w - cw) // 2
+        arr = arr[:, x0:x0 + cw]
+    elif w / h < target:
+        ch = max(1, round(w / target))
+        y0 = (h - ch) // 2
+        arr = arr[y0:y0 + ch]
+    if arr.shape[:2] != (height, width):
+        arr = np.asarray(Image.fromarray(arr).resize((width, height), Image.Resampling.BICUBIC))
+    return np.array(arr, dtype=np.uint8, copy=True)  # writable and contiguous
+
+
+def _seed_image(seed: int, height: int, width: int) -> np.ndarray:
+    """A deterministic sky/ground picture, used when the sandbox is not installed."""
+    rng = np.random.default_rng(seed)
+    y = np.linspace(0, 1, height)[:, None, None]
+    horizon = rng.uniform(0.35, 0.6)
+    sky = np.array([rng.uniform(90, 160), rng.uniform(140, 200), 230.0])
+    ground = rng.uniform(40, 140, size=3)
+    img = np.where(y < horizon, sky * (0.7 + 0.3 * y / horizon), ground * (0.6 + 0.4 * y))
+    img = np.broadcast_to(img, (height, width, 3)) + rng.normal(0, 6, (height, width, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def sandbox_first_frame(seed: int, height: int, width: int) -> tuple[np.ndarray, str]:
+    """First frame of sandbox scene ``seed`` (via the world registry), or a seeded picture."""
+    try:
+        from world import registry
+    except ImportError:
+        registry = None
+    factories = None
+    if registry is not None:
+        for name in ("ENGINES", "REGISTRY", "WORLDS", "FACTORIES"):
+            if isinstance(getattr(registry, name, None), dict):
+                factories = getattr(registry, name)
+                break
+    if factories and "sandbox" in factories:
+        engine = None
+        try:
+            engine = factories["sandbox"](height=height, width=width)
+            chunk = engine.reset(seed=seed)
+            return np.asarray(chunk.frames[-1], dtype=np.uint8), "sandbox"
+        except (TypeError, ValueError, RuntimeError) as err:
+            logger.warning("sandbox could not render seed %s (%s); using a seeded picture",
+                           seed, err)
+        finally:
+            if engine is not None:
+                engine.close()
+    return _seed_image(seed, height, width), "seeded-picture"
+
+
+class MVDTWorld(WorldEngine):
+    """A generated, explorable world driven by camera actions.
+
+    Parameters
+    ----------
+    checkpoint : path, optional
+        Checkpoint folder (``model.safetensors`` + ``config.json``); default
+        ``world/checkpoints/mvdt-sandbox/``. Ignored when ``model`` is given.
+    model : MVDTModel, optional
+        An in-memory model (tests, training previews).
+    codec : object, optional
+        Frames <-> latents (see :mod:`world.mvdt.pipeline`); default from ``config.codec``.
+    sampler : str
+        ``"euler"``, ``"tts-sde"`` or ``"aam"``; default from the checkpoint's ``sampler.json``
+        if present, else Euler.
+    sampler_params : dict, optional
+        Sampler parameters (``num_steps``, ``guidance_scale``, ``eta`` ...).
+    cache_blocks, cache_reuse
+        Residual caching: block indices and reuse count (0 = off).
+    seed : int
+        Default scene seed and noise seed.
+    height, width : int, optional
+        Display size of the returned frames (default: the model's); generation always runs at
+        the model's resolution and frames are resized bicubically.
+    frames_per_step : int, optional
+        Only checked: it must equal the model's frames per chunk.
+    frame_rate : float
+        Frames per second of the returned timestamps.
+    motion : MotionStep
+        Metres/degrees per frame of the poses reported for each action.
+    device : str
+        Torch device.
+    """
+
+    name = "mvdt"
+
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        *,
+        model: MVDTModel | None = None,
+        codec=None,
+        sampler: str | None = None,
+        sampler_params: dict[str, Any] | None = None,
+        cache_blocks: tuple[int, ...] | list[int] = (),
+        cache_reuse: int = 0,
+        seed: int = 0,
+        height: int | None = None,
+        width: int | None = None,
+        frames_per_step: int | None = None,
+        frame_rate: float = 16.0,
+        motion: MotionStep | None = None,
+        device: str = "cpu",
+    ) -> None:
+        ckpt_dir = None
+        if model is None:
+            ckpt_dir = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+            if not (ckpt_dir / "model.safetensors").is_file():
+                raise WorldError(
+                    f"No trained MVDT checkpoint at {ckpt_dir}; train one with `yume world train` "
+                    "(or pass checkpoint=PATH to a folder with model.safetensors and config.json)."
+                )
+            model = load_checkpoint(ckpt_dir, device=device)
+        self.model = model.eval()
+        self.checkpoint_dir = ckpt_dir
+        cfg = model.config
+        self.config = cfg
+        self.model_height, self.model_width = cfg.frame_height, cfg.frame_width
+        # A display size other than the model's is served by resizing the generated frames.
+        self.height, self.width = check_resolution(
+            height or cfg.frame_height, width or cfg.frame_width)
+        self.frames_per_step = cfg.frames_per_chunk
+        if frames_per_step is not None and int(frames_per_step) != self.frames_per_step:
+            raise WorldError(f"This MVDT model generates {self.frames_per_step} frames per step, "
+                             f"not {frames_per_step}; leave frames_per_step unset.")
+        if not frame_rate > 0:
+            raise WorldError(f"frame_rate must be positive, got {frame_rate}.")
+        self.frame_rate = float(frame_rate)
+        self.motion = motion or MotionStep()
+        self.codec = codec if codec is not None else codec_from_config(cfg.codec, ckpt_dir)
+        name, params = self._sampler_defaults(ckpt_dir)
+        name = sampler or name
+        params = {**params, **(sampler_params or {})}
+        cache = ResidualCache(cache_blocks, cache_reuse) if cache_reuse and cache_blocks else None
+        self.pipeline = MVDTPipeline(model, self.codec, name, cache=cache, **params)
+        self.seed = int(seed)
+        self.history = HistoryBuffer(cfg)
+        self._state = CameraState()
+        self._frame_index = 0
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self._started = False
+
+    @staticmethod
+    def _sampler_defaults(ckpt_dir: Path | None) -> tuple[str, dict[str, Any]]:
+        if ckpt_dir is not None and (ckpt_dir / SAMPLER_FILE).is_file():
+            try:
+                spec = json.loads((ckpt_dir / SAMPLER_FILE).read_text(encoding="utf-8"))
+                return str(spec.get("name", "euler")), dict(spec.get("params", {}))
+            except (json.JSONDecodeError, AttributeError) as err:
+                raise WorldError(f"{ckpt_dir / SAMPLER_FILE} is not valid JSON ({err}); fix or "
+                                 "delete it.") from err
+        return "euler", {}
+
+    def _display(self, frames: np.ndarray) -> np.ndarray:
+        """Frames at the display size (a copy; resized when it differs from the model's)."""
+        if frames.shape[1:3] == (self.height, self.width):
+            return frames.copy()
+        return np.stack([
+            np.asarray(Image.fromarray(f).resize((self.width, self.height),
+                                                 Image.Resampling.BICUBIC))
+            for f in frames
+        ])
+
+    # ------------------------------------------------------------------ WorldEngine
+    @property
+    def pose(self) -> np.ndarray:
+        return self._state.pose()
+
+    @property
+    def history_tokens(self) -> int:
+        """Tokens of the history context the next step will use (bounded)."""
+        return history_token_count(len(self.history), self.config) if self._started else 0
+
+    def reset(self, seed: int | None = None, image: Any = None) -> Chunk:
+        """Start from ``image`` (any size/mode) or from sandbox scene ``seed``."""
+        seed = self.seed if seed is None else int(seed)
+        mh, mw = self.model_height, self.model_width
+        if image is not None:
+            frame, source = prepare_image(image, mh, mw), "image"
+        else:
+            frame, source = sandbox_first_frame(seed, mh, mw)
+            frame = prepare_image(frame, mh, mw)
+        latents = self.codec.encode(frame[None])
+        self.history.reset(latents.to(self.model.device, torch.float32))
+        self._generator = torch.Generator().manual_seed(seed)
+        self._state = CameraState()
+        self._frame_index = 0
+        self._started = True
+        return Chunk(
+            frames=self._display(frame[None]), timestamps=np.zeros(1),
+            poses=self._state.pose()[None],
+            action=IDLE, info={"source": source, "seed": seed},
+        )
+
+    def step(self, action: Action | str) -> Chunk:
+        """Generate the next chunk under ``action``."""
+        if isinstance(action, str):
+            try:
+                action = parse_action(action)
+            except ActionError as err:
+                raise WorldError(str(err)) from err
+        if not isinstance(action, Action):
+            raise WorldError(f"step() needs an Action or a key string such as 'W ->', not "
+                             f"{type(action).__name__}.")
+        if not self._started:
+            self.reset()
+        t0 = time.perf_counter()
+        hist = self.history.latents()
+        latents = self.pipeline.generate_latents(hist, action, generator=self._generator)
+        frames = np.asarray(self.codec.decode(latents), dtype=np.uint8)
+        self.history.append(latents)
+        poses, stamps = [], []
+        for _ in range(len(frames)):
+            self._state = apply_action(self._state, action, self.motion)
+            self._frame_index += 1
+            poses.append(self._state.pose())
+            stamps.append(self._frame_index / self.frame_rate)
+        info = {
+            "generation_time": time.perf_counter() - t0,
+            "history_frames": int(hist.shape[1]),
+            "history_tokens": history_token_count(int(hist.shape[1]), self.config),
+            "sampler": self.pipeline.sampler.name,
+            "model_evals": self.pipeline.sampler.num_evals,
+        }
+        return Chunk(frames=self._display(frames), timestamps=np.asarray(stamps),
+                     poses=np.stack(poses),
+                     action=action, info=info)

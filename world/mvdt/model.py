@@ -1,0 +1,277 @@
+"""The Masked Video Diffusion Transformer (Yume-style) built on diffusers' Wan blocks.
+
+Reused from ``diffusers.models.transformers.transformer_wan``: :class:`WanTransformerBlock`
+(self-attention with RoPE, text cross-attention, FFN, AdaLN modulation incl. the per-token
+Wan 2.2 TI2V path), :class:`WanTimeTextImageEmbedding` (sinusoidal time embedding + text
+projection) and Wan's output head layout. Written here because Wan's cannot do it:
+:func:`rope_from_positions` (3D RoPE from explicit, possibly fractional, per-token (t, h, w)
+positions, needed for the compressed history tokens and for masked token subsets; on a regular
+grid it equals :class:`WanRotaryPosEmbed`), the history patchification and the MAE masking path.
+
+Sequence layout: ``[history tokens | chunk tokens]``. History tokens are clean (per-token
+timestep 0); chunk tokens carry the noise level ``sigma``. Only chunk tokens are projected out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from diffusers.models.normalization import FP32LayerNorm
+from diffusers.models.transformers.transformer_wan import (
+    WanTimeTextImageEmbedding,
+    WanTransformerBlock,
+)
+from torch import nn
+
+from world.mvdt.action_encoder import ActionEncoder, ActionLike, ActionTokenizer
+from world.mvdt.config import MVDTConfig
+from world.mvdt.masking import TokenMask, gather_tokens, scatter_tokens
+from world.mvdt.memory import HistoryTokens, embed_history
+
+
+def rope_from_positions(
+    positions: torch.Tensor, head_dim: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wan's 3D RoPE (same split and interleaving) for explicit positions.
+
+    Parameters
+    ----------
+    positions : Tensor (L, 3) or (B, L, 3)
+        (t, h, w) per token; may be fractional.
+    head_dim : int
+        Attention head size; split as Wan does: h = w = 2 * (head_dim // 6), t = the rest.
+
+    Returns
+    -------
+    (cos, sin) : Tensors (B or 1, L, 1, head_dim), float32
+    """
+    if positions.ndim == 2:
+        positions = positions.unsqueeze(0)
+    hw = 2 * (head_dim // 6)
+    dims = (head_dim - 2 * hw, hw, hw)
+    pos = positions.to(torch.float64)
+    angles = []
+    for axis, d in enumerate(dims):
+        freqs = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float64, device=pos.device) / d))
+        angles.append(pos[..., axis : axis + 1] * freqs)  # (B, L, d/2)
+    ang = torch.cat(angles, dim=-1).repeat_interleave(2, dim=-1)
+    return ang.cos().float().unsqueeze(2), ang.sin().float().unsqueeze(2)
+
+
+def grid_positions(frames: int, height: int, width: int, t0: int = 0,
+                   device: torch.device | None = None) -> torch.Tensor:
+    """(frames*height*width, 3) integer (t, h, w) positions in frame-major order."""
+    t = torch.arange(t0, t0 + frames, device=device)
+    h = torch.arange(height, device=device)
+    w = torch.arange(width, device=device)
+    grid = torch.stack(torch.meshgrid(t, h, w, indexing="ij"), dim=-1)
+    return grid.reshape(-1, 3).float()
+
+
+class MVDTModel(nn.Module):
+    """Video DiT predicting the flow velocity ``eps - x0`` of the next chunk.
+
+    Parameters
+    ----------
+    config : MVDTConfig
+
+    Notes
+    -----
+    ``forward(x, sigma, context, history=None, mask=None, cache=None)``:
+
+    - ``x``: noisy chunk latents ``(B, C, F, H, W)``;
+    - ``sigma``: noise level in [0, 1], ``(B,)`` or scalar;
+    - ``context``: action tokens from :meth:`encode_actions` ``(B, S, action_dim)``;
+    - ``history``: clean history latents ``(B, C, Fh, H, W)`` or pre-embedded
+      :class:`HistoryTokens` (:meth:`embed_history`, done once per chunk when sampling);
+    - ``mask``: a :class:`TokenMask` for the masked training pass (None = no masking);
+    - ``cache``: a :class:`world.mvdt.cache.CacheCall` for residual caching at inference.
+    """
+
+    def __init__(self, config: MVDTConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, d = config.latent_channels, config.dim
+        patch = tuple(config.patch_size)
+        self.tokenizer = ActionTokenizer(
+            config.action_vocab, config.action_max_tokens, config.action_template)
+        self.action_encoder = ActionEncoder(
+            len(config.action_vocab), config.action_max_tokens, config.action_dim,
+            config.action_layers, config.action_heads, config.action_ffn_dim,
+        )
+        self.patch_embedding = nn.Conv3d(c, d, kernel_size=patch, stride=patch)
+        self.history_level_embed = nn.Parameter(torch.zeros(len(config.history_schedule) + 1, d))
+        self.condition_embedder = WanTimeTextImageEmbedding(
+            dim=d, time_freq_dim=config.freq_dim, time_proj_dim=6 * d,
+            text_embed_dim=config.action_dim,
+        )
+
+        def block() -> WanTransformerBlock:
+            return WanTransformerBlock(
+                d, config.ffn_dim, config.num_heads, "rms_norm_across_heads", True, config.eps)
+
+        self.encoder_blocks = nn.ModuleList(block() for _ in range(config.num_encoder_blocks))
+        self.interpolator = block()
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.decoder_blocks = nn.ModuleList(block() for _ in range(config.num_decoder_blocks))
+        self.norm_out = FP32LayerNorm(d, config.eps, elementwise_affine=False)
+        self.proj_out = nn.Linear(d, c * math.prod(patch))
+        self.scale_shift_table = nn.Parameter(torch.randn(1, 2, d) / d**0.5)
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def blocks(self) -> list[WanTransformerBlock]:
+        """Blocks run at inference, in order (encoder then decoder); cache indices refer here."""
+        return [*self.encoder_blocks, *self.decoder_blocks]
+
+    @property
+    def device(self) -> torch.device:
+        return self.proj_out.weight.device
+
+    def encode_actions(self, actions: Sequence[ActionLike] | torch.Tensor) -> torch.Tensor:
+        """Action-prompt tokens ``(B, S, action_dim)``.
+
+        ``actions``: a list of :class:`~control.actions.Action`, prompt strings or ``None`` (the
+        null prompt for classifier-free guidance), or a LongTensor of action indices (0-80,
+        ``-1`` = null prompt).
+        """
+        if isinstance(actions, torch.Tensor):
+            from control.actions import Action
+
+            actions = [None if int(i) < 0 else Action.from_index(int(i)) for i in actions.tolist()]
+        ids = self.tokenizer(list(actions)).to(self.device)
+        return self.action_encoder(ids)
+
+    def embed_history(
+        self, history: torch.Tensor | None, batch: int | None = None
+    ) -> HistoryTokens:
+        """Embed clean history latents ``(B, C, Fh, H, W)`` with the compression schedule."""
+        if history is None or history.shape[2] == 0:
+            b = batch if batch is not None else (1 if history is None else history.shape[0])
+            return HistoryTokens(
+                torch.zeros(b, 0, self.config.dim, device=self.device),
+                torch.zeros(0, 3, device=self.device), 0)
+        if history.ndim == 4:
+            history = history.unsqueeze(0)
+        self._check_latents(history, "history")
+        return embed_history(
+            history, self.patch_embedding.weight, self.patch_embedding.bias, self.config,
+            self.history_level_embed,
+        )
+
+    def _check_latents(self, x: torch.Tensor, what: str) -> None:
+        cfg = self.config
+        if x.ndim != 5 or x.shape[1] != cfg.latent_channels or x.shape[3:] != (
+                cfg.latent_height, cfg.latent_width):
+            raise ValueError(
+                f"{what} latents must have shape (B, {cfg.latent_channels}, F, "
+                f"{cfg.latent_height}, {cfg.latent_width}), got {tuple(x.shape)}.")
+
+    # ------------------------------------------------------------------ forward pieces
+    def _conditioning(self, sigma: torch.Tensor, context: torch.Tensor):
+        """Time projections for the chunk (sigma) and history (t = 0), and projected context."""
+        b = sigma.shape[0]
+        t = torch.cat([sigma * self.config.timestep_scale, sigma.new_zeros(1)])
+        temb, tproj, ctx, _ = self.condition_embedder(t, context)
+        tproj = tproj.unflatten(1, (6, -1))
+        return temb[:b], temb[b:], tproj[:b], tproj[b:], ctx
+
+    @staticmethod
+    def _token_temb(t_hist: torch.Tensor, t_chunk: torch.Tensor, n_hist: int, n_chunk: int):
+        """Per-token modulation (B, L, 6, D): history tokens at t = 0, chunk tokens at sigma."""
+        b = t_chunk.shape[0]
+        parts = []
+        if n_hist:
+            parts.append(t_hist.unsqueeze(1).expand(b, n_hist, -1, -1))
+        parts.append(t_chunk.unsqueeze(1).expand(-1, n_chunk, -1, -1))
+        return torch.cat(parts, dim=1)
+
+    def _run_blocks(self, blocks, start: int, x, ctx, temb, rope, cache):
+        for i, blk in enumerate(blocks):
+            if cache is None:
+                x = blk(x, ctx, temb, rope)
+            else:
+                x = cache.apply(start + i, lambda h, blk=blk: blk(h, ctx, temb, rope), x)
+        return x
+
+    def side_interpolate(
+        self, encoded: torch.Tensor, mask: TokenMask, n_hist: int, ctx, temb, rope,
+    ) -> torch.Tensor:
+        """Fill dropped chunk positions (side-interpolator) and return the full sequence.
+
+        ``encoded``: (B, n_hist + n_keep, D) encoder output. The mask token is placed at dropped
+        positions, one extra block runs on the full sequence, and its output is kept only at
+        masked positions: ``x = y * m + (1 - m) * x_before``.
+        """
+        b, _, d = encoded.shape
+        hist, kept = encoded[:, :n_hist], encoded[:, n_hist:]
+        full = self.mask_token.to(encoded.dtype).expand(b, mask.num_tokens, d)
+        before = torch.cat([hist, scatter_tokens(full, mask.keep, kept)], dim=1)
+        y = self.interpolator(before, ctx, temb, rope)
+        m = torch.cat([before.new_zeros(b, n_hist), mask.dropped().to(before)], dim=1).unsqueeze(-1)
+        return y * m + (1 - m) * before
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor | float,
+        context: torch.Tensor,
+        history: torch.Tensor | HistoryTokens | None = None,
+        mask: TokenMask | None = None,
+        cache=None,
+    ) -> torch.Tensor:
+        cfg = self.config
+        self._check_latents(x, "chunk")
+        b, _, f, h, w = x.shape
+        _, ph, pw = cfg.patch_size
+        gh, gw = h // ph, w // pw
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(b)
+        if context.shape[0] != b:
+            context = context.expand(b, -1, -1)
+        if not isinstance(history, HistoryTokens):
+            history = self.embed_history(history, batch=b)
+        history = history.repeat(b)
+        if mask is not None and cache is not None:
+            raise ValueError("Residual caching is for inference; it cannot run with a token mask.")
+
+        chunk = self.patch_embedding(x).flatten(2).transpose(1, 2)  # (B, f*gh*gw, D)
+        n_hist, n_chunk = len(history), chunk.shape[1]
+        pos_chunk = grid_positions(f, gh, gw, history.num_slots, x.device)
+        pos_all = torch.cat([history.positions.to(x.device), pos_chunk], dim=0)
+        temb_c, _, tp_chunk, tp_hist, ctx = self._conditioning(sigma, context)
+        temb = self._token_temb(tp_hist, tp_chunk, n_hist, n_chunk)
+        rope_full = rope_from_positions(pos_all, cfg.head_dim, cfg.rope_theta)
+
+        if mask is None:
+            hidden = torch.cat([history.tokens, chunk], dim=1)
+            hidden = self._run_blocks(self.encoder_blocks, 0, hidden, ctx, temb, rope_full, cache)
+        else:
+            if mask.keep.shape[0] != b or mask.num_tokens != n_chunk:
+                raise ValueError(f"Token mask is for {mask.keep.shape[0]} x {mask.num_tokens} "
+                                 f"tokens but the chunk has {b} x {n_chunk}.")
+            keep = mask.keep.to(x.device)
+            kept = gather_tokens(chunk, keep)
+            pos_enc = torch.cat(
+                [history.positions.to(x.device).expand(b, -1, -1), pos_chunk[keep]], dim=1)
+            rope_enc = rope_from_positions(pos_enc, cfg.head_dim, cfg.rope_theta)
+            temb_enc = self._token_temb(tp_hist, tp_chunk, n_hist, mask.num_keep)
+            hidden = torch.cat([history.tokens, kept], dim=1)
+            hidden = self._run_blocks(self.encoder_blocks, 0, hidden, ctx, temb_enc, rope_enc, None)
+            hidden = self.side_interpolate(hidden, mask, n_hist, ctx, temb, rope_full)
+        hidden = self._run_blocks(
+            self.decoder_blocks, len(self.encoder_blocks), hidden, ctx, temb, rope_full, cache)
+
+        # Output head on chunk tokens only (Wan's norm_out + scale/shift + proj_out).
+        out = hidden[:, n_hist:]
+        shift, scale = (self.scale_shift_table + temb_c.unsqueeze(1)).chunk(2, dim=1)
+        out = (self.norm_out(out.float()) * (1 + scale) + shift).type_as(out)
+        out = self.proj_out(out)
+        c = cfg.latent_channels
+        out = out.reshape(b, f, gh, gw, 1, ph, pw, c).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return out.reshape(b, c, f, gh * ph, gw * pw)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,181 @@
+"""Generate the next chunk from (history, action): model + sampler + latent codec.
+
+:class:`MVDTPipeline` glues a :class:`~world.mvdt.model.MVDTModel`, a sampler from
+:mod:`world.mvdt.samplers` and a codec (frames <-> latents) in the diffusers style: the model
+never knows the sampler, the sampler never knows the model. The history is embedded once per
+chunk (it is clean and constant across sampler steps); cond and uncond action tokens likewise.
+
+Codec protocol (what :mod:`world.vae` provides for a VAE; :class:`PixelCodec` here is the pixel
+space one): ``encode(frames uint8 (n, H, W, 3)) -> Tensor (C, n_latent, h, w)`` and
+``decode(latents (C, n_latent, h, w)) -> uint8 (n, H, W, 3)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from control.actions import Action
+from world.mvdt.cache import ResidualCache
+from world.mvdt.model import MVDTModel
+from world.mvdt.samplers import Sampler, get_sampler
+
+logger = logging.getLogger(__name__)
+
+
+class PixelCodec:
+    """Pixel-space "latents": RGB in [-1, 1], folded space-to-depth by ``factor``.
+
+    A (n, H, W, 3) clip becomes (3 * factor**2, n, H / factor, W / factor), then
+    ``(z - shift) * scale``; one latent frame per video frame. Same maths as
+    :class:`world.vae.PixelLatent`, kept here so the engine works without the training code.
+    """
+
+    def __init__(self, factor: int = 1, scale: float = 1.0, shift: float = 0.0) -> None:
+        self.factor, self.scale, self.shift = int(factor), float(scale), float(shift)
+
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(np.ascontiguousarray(frames)).float().div(127.5).sub(1.0)
+        x = x.permute(0, 3, 1, 2)  # (n, 3, H, W)
+        if self.factor > 1:
+            x = F.pixel_unshuffle(x, self.factor)
+        return ((x - self.shift) * self.scale).permute(1, 0, 2, 3).contiguous()  # (C, n, h, w)
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        x = latents.detach().float().cpu().permute(1, 0, 2, 3) / self.scale + self.shift
+        if self.factor > 1:
+            x = F.pixel_shuffle(x, self.factor)
+        x = x.add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+        return x.permute(0, 2, 3, 1).numpy()
+
+
+class BatchedCodec:
+    """Adapter from a batched latent space (``world.vae``: (B, T, H, W, 3) <-> (B, C, T, h, w))
+    to the codec protocol used here (one clip, no batch axis)."""
+
+    def __init__(self, space) -> None:
+        self.space = space
+
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        return self.space.encode(np.ascontiguousarray(frames)[None])[0]
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        out = self.space.decode(latents.detach().float().cpu()[None])[0]
+        return out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+
+
+def codec_from_config(codec: dict[str, Any], checkpoint_dir=None):
+    """The codec ``config.codec`` describes.
+
+    Uses :func:`world.vae.latent_space_from_dict` when the project's latent spaces are
+    importable (pixel or a trained Wan VAE in ``checkpoint_dir``); otherwise a pixel codec.
+    """
+    kind = codec.get("type", "pixel")
+    try:
+        from world import vae  # the latent spaces used in training
+    except ImportError:
+        vae = None
+    if vae is not None and hasattr(vae, "latent_space_from_dict"):
+        return BatchedCodec(vae.latent_space_from_dict(dict(codec), checkpoint_dir))
+    if kind == "pixel":
+        return PixelCodec(int(codec.get("factor", 1)), float(codec.get("scale", 1.0)),
+                          float(codec.get("shift", 0.0)))
+    from world.base import WorldError
+
+    raise WorldError(f"This checkpoint needs the {kind!r} latent space from world.vae, which is "
+                     "not available; install the full project.")
+
+
+class MVDTPipeline:
+    """Next-chunk generation.
+
+    Parameters
+    ----------
+    model : MVDTModel
+    codec : object with ``encode``/``decode``, optional
+        Needed only for :meth:`generate_frames` / :meth:`encode_frames`.
+    sampler : str or Sampler
+        Registry name or instance (default Euler, 50 steps, guidance 5).
+    cache : ResidualCache, optional
+        Residual caching of selected blocks (reset for every chunk).
+    """
+
+    def __init__(self, model: MVDTModel, codec=None, sampler: str | Sampler = "euler",
+                 cache: ResidualCache | None = None, **sampler_params: Any) -> None:
+        self.model = model
+        self.codec = codec
+        self.sampler = get_sampler(sampler, **sampler_params)
+        self.cache = cache
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """Latents (C, n, h, w) of uint8 frames (n, H, W, 3)."""
+        return self.codec.encode(frames).to(self.model.device)
+
+    @torch.no_grad()
+    def generate_latents(
+        self,
+        history: torch.Tensor | None,
+        action: Action | str | None,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        num_frames: int | None = None,
+    ) -> torch.Tensor:
+        """Sample the next chunk's latents ``(C, F, h, w)`` (or ``(B, ...)`` for batched input).
+
+        Parameters
+        ----------
+        history : Tensor (C, Fh, h, w) or (B, C, Fh, h, w) or None
+            Clean history latents, oldest first (already bounded by a HistoryBuffer or not:
+            frames the schedule drops are never embedded).
+        action : Action, prompt string or None
+        generator : torch.Generator, optional
+            Seeds the initial noise (and SDE noise).
+        noise : Tensor, optional
+            Initial noise (overrides ``generator`` for it).
+        num_frames : int, optional
+            Latent frames to generate (default ``config.chunk_latent_frames``).
+        """
+        model, cfg = self.model, self.model.config
+        model.eval()
+        batched = history is not None and history.ndim == 5
+        if history is not None and not batched:
+            history = history.unsqueeze(0)
+        b = history.shape[0] if history is not None else 1
+        f = num_frames or cfg.chunk_latent_frames
+        shape = (b, cfg.latent_channels, f, cfg.latent_height, cfg.latent_width)
+        if noise is None:
+            noise = torch.randn(shape, generator=generator)
+        noise = noise.reshape(shape).to(model.device)
+        hist = model.embed_history(
+            history.to(model.device) if history is not None else None, batch=b)
+        cond = model.encode_actions([action] * b)
+        uncond = model.encode_actions([None] * b) if self.sampler.guidance_scale != 1.0 else None
+        if self.cache is not None:
+            self.cache.reset()
+
+        def velocity(x: torch.Tensor, sigma: float, context: torch.Tensor) -> torch.Tensor:
+            call = None
+            if self.cache is not None:
+                call = self.cache.call("cond" if context is cond else "uncond")
+            return model(x, sigma, context, hist, cache=call)
+
+        out = self.sampler(velocity, noise, cond, uncond, generator=generator)
+        return out if batched else out[0]
+
+    @torch.no_grad()
+    def generate_frames(self, history: torch.Tensor | None, action: Action | str | None,
+                        generator: torch.Generator | None = None
+                        ) -> tuple[np.ndarray, torch.Tensor]:
+        """Frames (n, H, W, 3) uint8 and latents of the next chunk."""
+        if self.codec is None:
+            raise ValueError("MVDTPipeline needs a codec to produce frames; pass codec=...")
+        latents = self.generate_latents(history, action, generator)
+        return self.codec.decode(latents), latents

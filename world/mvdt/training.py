@@ -1,0 +1,134 @@
+"""Rectified-flow training loss of the MVDT (masked + unmasked pass).
+
+``x_t = (1 - t) x0 + t eps``, target velocity ``eps - x0``, ``t = sigmoid(N(0, 1))`` warped by the
+flow shift (3); the loss covers only the generated chunk, never the history. The action prompt is
+replaced by the null prompt with probability ``cfg_drop_prob`` so classifier-free guidance works.
+Each step runs an unmasked pass and an MAE-masked pass (mask ratio ~ U[0.3, 0.5]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from world.mvdt.masking import random_token_mask, sample_mask_ratio
+from world.mvdt.model import MVDTModel
+
+
+def shift_sigma(sigma: torch.Tensor | float, shift: float) -> torch.Tensor | float:
+    """``s * sigma / (1 + (s - 1) * sigma)``: more time at high noise for s > 1."""
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def sample_timesteps(
+    batch: int, shift: float = 3.0, generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``t = shift(sigmoid(N(0, 1)))``, shape (B,)."""
+    t = torch.sigmoid(torch.randn(batch, generator=generator))
+    return shift_sigma(t, shift).to(device)
+
+
+def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``(1 - t) x0 + t eps`` with ``t`` of shape (B,)."""
+    tt = t.reshape(-1, *([1] * (x0.ndim - 1))).to(x0)
+    return (1 - tt) * x0 + tt * noise
+
+
+def drop_actions(
+    actions: Sequence[Any] | torch.Tensor, prob: float, generator: torch.Generator | None = None,
+) -> list[Any] | torch.Tensor:
+    """Replace each action by the null prompt (None / index -1) with probability ``prob``."""
+    n = len(actions)
+    drop = (torch.rand(n, generator=generator) < prob).tolist()
+    if isinstance(actions, torch.Tensor):
+        out = actions.clone()
+        out[torch.tensor(drop, dtype=torch.bool)] = -1
+        return out
+    return [None if d else a for a, d in zip(actions, drop, strict=True)]
+
+
+def flow_matching_loss(
+    model: MVDTModel,
+    x0: torch.Tensor,
+    context: torch.Tensor,
+    history=None,
+    mask=None,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """MSE between predicted and true velocity on the chunk ``x0`` (B, C, F, H, W)."""
+    b = x0.shape[0]
+    if t is None:
+        t = sample_timesteps(b, model.config.flow_shift, generator, x0.device)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+    xt = add_noise(x0, noise, t)
+    v = model(xt, t, context, history, mask=mask)
+    return F.mse_loss(v.float(), (noise - x0).float())
+
+
+def training_loss(
+    model: MVDTModel,
+    batch: dict[str, Any],
+    generator: torch.Generator | None = None,
+    masked: bool = True,
+    unmasked: bool = True,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One MVDT training objective.
+
+    Parameters
+    ----------
+    model : MVDTModel
+    batch : dict
+        ``"target"``: chunk latents (B, C, F, H, W); ``"history"``: clean history latents
+        (B, C, Fh, H, W) or None; ``"actions"``: list of :class:`~control.actions.Action` (or
+        LongTensor of indices 0-80). Optional ``"mask_ratio"`` overrides the sampled ratio.
+    generator : torch.Generator, optional
+        Makes timesteps, noise, prompt dropping and masks reproducible.
+    masked, unmasked : bool
+        Which passes to run (Yume runs both; a distilled student may run only the unmasked one).
+
+    Returns
+    -------
+    loss : Tensor (scalar, differentiable)
+    logs : dict of float
+        ``loss``, ``loss_unmasked``, ``loss_masked``, ``mask_ratio``, ``t_mean``, ``drop_frac``.
+    """
+    if not (masked or unmasked):
+        raise ValueError("training_loss needs at least one of masked/unmasked passes.")
+    cfg = model.config
+    x0 = batch["target"].to(model.device)
+    history = batch.get("history")
+    if history is not None:
+        history = history.to(model.device)
+    b = x0.shape[0]
+    actions = drop_actions(batch["actions"], cfg.cfg_drop_prob, generator)
+    n_drop = int((actions < 0).sum()) if isinstance(actions, torch.Tensor) else sum(
+        a is None for a in actions)
+    context = model.encode_actions(actions)
+    hist_tokens = model.embed_history(history, batch=b)
+    t = sample_timesteps(b, cfg.flow_shift, generator, x0.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0)
+    logs: dict[str, float] = {"t_mean": float(t.mean()), "drop_frac": n_drop / b}
+    loss = x0.new_zeros(())
+    if unmasked:
+        lu = flow_matching_loss(model, x0, context, hist_tokens, None, t, noise)
+        loss = loss + lu
+        logs["loss_unmasked"] = float(lu.detach())
+    if masked:
+        ratio = batch.get("mask_ratio")
+        if ratio is None:
+            ratio = sample_mask_ratio(cfg.mask_ratio_min, cfg.mask_ratio_max, generator)
+        n_tokens = x0.shape[2] * cfg.tokens_per_frame
+        mask = random_token_mask(b, n_tokens, float(ratio), generator, x0.device)
+        lm = flow_matching_loss(model, x0, context, hist_tokens, mask, t, noise)
+        loss = loss + lm
+        logs["loss_masked"] = float(lm.detach())
+        logs["mask_ratio"] = float(ratio)
+    logs["loss"] = float(loss.detach())
+    return loss, logs

@@ -1,0 +1,474 @@
+"""Training loop of the MVDT world model on sandbox clips (``yume world train``).
+
+A run is described by a JSON config (``world/configs/*.json``, see :class:`TrainConfig`). It
+generates its data when missing, trains with AdamW + EMA on the core's
+:func:`world.mvdt.training_loss`, and writes under ``run_dir``:
+
+- ``last/``: the resumable state, rewritten every ``save_every_minutes``: ``model.safetensors``
+  (raw weights), ``ema.safetensors``, ``optimizer.safetensors`` (AdamW moments, flattened),
+  ``state.json`` (step, elapsed time, RNG seeds, data cursor) and ``config.json`` (MVDT config);
+- ``checkpoint/``: the EMA model as a shippable MVDT checkpoint (safetensors + config.json);
+- ``log.jsonl``: one JSON object per logged step; ``loss.png``: the loss curve.
+
+Re-running the same command resumes from ``last/`` (the step counter continues) until
+``max_steps`` or ``max_minutes`` of training in total are reached. Nothing is unpickled: every
+tensor file is safetensors and every scalar JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from control.actions import Action
+from world.base import WorldError
+from world.data import ClipDataset, read_index, write_dataset
+
+logger = logging.getLogger(__name__)
+
+
+class TrainError(WorldError):
+    """A training config or run folder that cannot be used."""
+
+
+@dataclass
+class DataConfig:
+    """Where the clips live and how to make them when missing (see :mod:`world.data`)."""
+
+    train_dir: str = "runs/world/data/sandbox-64-train"
+    heldout_dir: str = "runs/world/data/sandbox-64-heldout"
+    train_clips: int = 256
+    heldout_clips: int = 32
+    chunks_per_clip: int = 16
+    resolution: int = 64
+    seed: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """One training run.
+
+    Parameters
+    ----------
+    name : str
+        Run name (used in logs).
+    run_dir : str
+        Folder of the run's checkpoints and logs.
+    model : dict
+        ``{"preset": NAME, **overrides}`` or a full :class:`~world.mvdt.MVDTConfig` dict.
+    data : dict
+        :class:`DataConfig` fields.
+    batch_size, lr, weight_decay, warmup_steps, grad_clip : training hyper-parameters.
+    ema_decay : float
+        Exponential moving average of the weights (the EMA model is the one shipped).
+    max_steps, max_minutes : budget; training stops at whichever comes first (totals over
+        resumes).
+    save_every_minutes : float
+        How often ``last/`` and ``checkpoint/`` are rewritten.
+    log_every : int
+        Steps between log lines.
+    threads : int
+        ``torch.set_num_threads`` (the dev machine has 2 shared cores: 1 leaves one free).
+    seed : int
+        Seed of model initialisation and batch sampling.
+    """
+
+    name: str = "sandbox-64"
+    run_dir: str = "runs/world/sandbox-64"
+    model: dict = field(default_factory=lambda: {"preset": "small"})
+    data: dict = field(default_factory=dict)
+    batch_size: int = 8
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    max_steps: int = 100_000
+    max_minutes: float = 60.0
+    save_every_minutes: float = 5.0
+    log_every: int = 10
+    threads: int = 1
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        names = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise TrainError(f"Training config has unknown keys {unknown}; remove or rename them.")
+        cfg = cls(**data)
+        DataConfig(**cfg.data)  # validate the data keys early
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise TrainError(f"No training config at {path}; see world/configs/ for examples.")
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as err:
+            raise TrainError(f"{path} is not valid JSON ({err}); fix the file.") from err
+        except TypeError as err:
+            raise TrainError(f"{path} has a bad value ({err}); fix the file.") from err
+
+    @property
+    def data_config(self) -> DataConfig:
+        return DataConfig(**self.data)
+
+
+# --------------------------------------------------------------------------- model config
+def build_model_config(cfg: TrainConfig):
+    """The MVDT config of a run: a preset with overrides, or a full config dict."""
+    from world.mvdt.config import MVDTConfig, preset
+
+    spec = dict(cfg.model)
+    name = spec.pop("preset", None)
+    return preset(name, **spec) if name else MVDTConfig.from_dict(spec)
+
+
+def ensure_data(cfg: TrainConfig, frames_per_step: int, progress: bool = True) -> None:
+    """Generate the run's train and held-out clips if they are not on disk yet."""
+    d = cfg.data_config
+    for split, folder, n in (("train", d.train_dir, d.train_clips),
+                             ("heldout", d.heldout_dir, d.heldout_clips)):
+        path = Path(folder)
+        if (path / "index.json").is_file():
+            index = read_index(path)
+            if (index["frames_per_step"], index["height"]) != (frames_per_step, d.resolution):
+                raise TrainError(
+                    f"The clips in {path} have {index['frames_per_step']} frames per step at "
+                    f"{index['height']} px, the model needs {frames_per_step} at "
+                    f"{d.resolution} px; delete the folder to regenerate it."
+                )
+            continue
+        logger.info("generating %d %s clips in %s", n, split, path)
+        write_dataset(path, n, d.resolution, d.chunks_per_clip, frames_per_step, split=split,
+                      seed=d.seed, progress=progress)
+
+
+# --------------------------------------------------------------------------- batches
+class ChunkSampler:
+    """Random (history, chunk, action) training examples from clips held in memory.
+
+    Every example of a batch uses the same chunk position ``k`` (so the same history length),
+    which keeps tensors rectangular; ``k`` is drawn uniformly, so short and long histories are
+    both trained. Frames stay uint8 in memory and are encoded per batch; history frames that
+    the model's memory schedule would drop are not encoded at all.
+
+    Parameters
+    ----------
+    frames : tensor (N, T, H, W, 3) uint8
+    actions : tensor (N, chunks) int64
+    frames_per_step : int
+    codec : object
+        ``encode(uint8 (n, H, W, 3)) -> (C, n, h, w)`` (the core's codec protocol).
+    max_history : int, optional
+        Recent history frames kept besides the first (the model's ``max_history_frames``).
+    seed : int
+    """
+
+    def __init__(self, frames: torch.Tensor, actions: torch.Tensor, frames_per_step: int,
+                 codec, max_history: int | None = None, seed: int = 0) -> None:
+        self.frames, self.actions, self.codec = frames, actions, codec
+        self.fps = frames_per_step
+        self.max_history = max_history
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def state(self) -> dict:
+        return {"rng": self.gen.get_state().tolist()}
+
+    def load_state(self, state: dict) -> None:
+        self.gen.set_state(torch.tensor(state["rng"], dtype=torch.uint8))
+
+    def _encode(self, frames: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.codec.encode(f.numpy()) for f in frames])
+
+    def sample(self, batch: int) -> dict[str, Any]:
+        n, chunks = self.actions.shape
+        idx = torch.randint(n, (batch,), generator=self.gen)
+        k = int(torch.randint(chunks, (1,), generator=self.gen))
+        start = 1 + k * self.fps
+        hist_idx = list(range(start))
+        if self.max_history is not None and start > 1 + self.max_history:
+            hist_idx = [0, *range(start - self.max_history, start)]
+        clips = self.frames[idx]
+        return {
+            "history": self._encode(clips[:, hist_idx]),
+            "target": self._encode(clips[:, start:start + self.fps]),
+            "actions": [Action.from_index(int(a)) for a in self.actions[idx, k]],
+        }
+
+
+def make_sampler(dataset: ClipDataset, codec, model_config, seed: int = 0) -> ChunkSampler:
+    """A :class:`ChunkSampler` over every clip of ``dataset`` for a model config."""
+    return ChunkSampler(dataset.all_frames(), dataset.all_actions(), dataset.frames_per_step,
+                        codec, model_config.max_history_frames, seed)
+
+
+# --------------------------------------------------------------------------- state files
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """AdamW state as flat tensors (safetensors) plus JSON scalars."""
+    tensors, scalars = {}, {}
+    for i, (_, st) in enumerate(sorted(opt.state_dict()["state"].items())):
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"{i}.{key}"] = value.contiguous()
+            else:
+                scalars[f"{i}.{key}"] = value
+    return tensors, scalars
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, scalars: dict) -> None:
+    sd = opt.state_dict()
+    n = len(sd["param_groups"][0]["params"]) if len(sd["param_groups"]) == 1 else None
+    state: dict[int, dict] = {}
+    for name, value in list(tensors.items()) + list(scalars.items()):
+        i, key = name.split(".", 1)
+        state.setdefault(int(i), {})[key] = value
+    if n is not None and state and max(state) >= n:
+        raise TrainError("The saved optimizer state does not match the model; start a new run.")
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def save_state(directory: Path, model, ema, opt, state: dict, model_config) -> None:
+    """Write the resumable state atomically (to a temp folder, then rename)."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(tmp / "model.safetensors"))
+    save_file({k: v.contiguous() for k, v in ema.state_dict().items()},
+              str(tmp / "ema.safetensors"))
+    tensors, scalars = _optimizer_tensors(opt)
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({**state, "optimizer_scalars": scalars}))
+    model_config.save(tmp / "config.json")
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if directory.exists():
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- plot
+def plot_loss(log_path: str | Path, out_png: str | Path, title: str = "MVDT training") -> None:
+    """Loss (and smoothed loss) against step from a ``log.jsonl``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss" in r]
+    if not rows:
+        return
+    steps = np.array([r["step"] for r in rows])
+    loss = np.array([r["loss"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(steps, loss, lw=0.6, alpha=0.4, label="loss")
+    if len(loss) > 10:
+        k = max(len(loss) // 30, 3)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
+    held = [r for r in rows if "heldout_loss" in r]
+    if held:
+        ax.plot([r["step"] for r in held], [r["heldout_loss"] for r in held], "o-",
+                ms=3, label="held-out loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("flow-matching loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_png)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- training
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr
+
+
+@torch.no_grad()
+def _ema_update(ema, model, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p, 1.0 - decay)
+
+
+@torch.no_grad()
+def heldout_loss(model, sampler: ChunkSampler, batches: int = 4, batch_size: int = 8,
+                 seed: int = 1234) -> float:
+    """Mean training loss of ``model`` on fixed held-out batches (same noise every call)."""
+    from world.mvdt.training import training_loss
+
+    state = sampler.gen.get_state()
+    sampler.gen.manual_seed(seed)
+    cpu_state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    values = [float(training_loss(model, sampler.sample(batch_size))[0]) for _ in range(batches)]
+    model.train(was_training)
+    torch.set_rng_state(cpu_state)
+    sampler.gen.set_state(state)
+    return float(np.mean(values))
+
+
+def train(config: TrainConfig | str | Path, progress: bool = True,
+          max_steps: int | None = None) -> Path:
+    """Run (or resume) training; returns the shippable checkpoint folder.
+
+    Parameters
+    ----------
+    config : TrainConfig or path to its JSON
+        The run.
+    progress : bool
+        tqdm progress bar.
+    max_steps : int, optional
+        Override of ``config.max_steps`` (e.g. for a quick check).
+    """
+    from world.mvdt import MVDTModel as MVDT
+    from world.mvdt import codec_from_config, training_loss
+
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.load(config)
+    if max_steps is not None:
+        cfg.max_steps = int(max_steps)
+    torch.set_num_threads(max(1, int(cfg.threads)))
+    run = Path(cfg.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    last, ckpt_dir = run / "last", run / "checkpoint"
+    resume = (last / "state.json").is_file()
+
+    if resume:
+        from world.mvdt.config import MVDTConfig
+
+        model_config = MVDTConfig.load(last / "config.json")
+    else:
+        model_config = build_model_config(cfg)
+    ensure_data(cfg, model_config.frames_per_chunk, progress)
+    train_set = ClipDataset(cfg.data_config.train_dir)
+    held_set = ClipDataset(cfg.data_config.heldout_dir)
+    if (train_set.height, train_set.width) != (model_config.frame_height,
+                                               model_config.frame_width):
+        raise TrainError(
+            f"The clips are {train_set.height}x{train_set.width} but the model makes "
+            f"{model_config.frame_height}x{model_config.frame_width} frames; fix the config."
+        )
+    codec = codec_from_config(model_config.codec)
+    sampler = make_sampler(train_set, codec, model_config, cfg.seed)
+    held_sampler = make_sampler(held_set, codec, model_config, cfg.seed + 1)
+    channels = sampler.sample(1)["target"].shape[1]
+    if channels != model_config.latent_channels:
+        raise TrainError(
+            f"The codec {model_config.codec} gives {channels} latent channels but the "
+            f"model expects {model_config.latent_channels}; fix latent_channels in the config."
+        )
+
+    torch.manual_seed(cfg.seed)
+    model = MVDT(model_config)
+    ema = MVDT(model_config)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            betas=(0.9, 0.99))
+    state = {"step": 0, "elapsed": 0.0, "best_heldout": math.inf}
+    if resume:
+        model.load_state_dict(load_file(str(last / "model.safetensors")))
+        ema.load_state_dict(load_file(str(last / "ema.safetensors")))
+        saved = json.loads((last / "state.json").read_text())
+        _load_optimizer(opt, load_file(str(last / "optimizer.safetensors")),
+                        saved.pop("optimizer_scalars", {}))
+        sampler.load_state(saved.pop("sampler"))
+        torch.manual_seed(cfg.seed + int(saved["step"]))
+        state.update(saved)
+        logger.info("resuming %s at step %d", run, state["step"])
+
+    log_path = run / "log.jsonl"
+    n_params = sum(p.numel() for p in model.parameters())
+    with log_path.open("a") as log:
+        log.write(json.dumps({"event": "start", "step": state["step"], "params": n_params,
+                              "resume": resume, "time": time.time()}) + "\n")
+    budget_s = cfg.max_minutes * 60.0
+    t_start = time.perf_counter() - state["elapsed"]
+    last_save = time.perf_counter()
+    bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=cfg.name, disable=not progress)
+    model.train()
+    running, ok = [], True
+
+    def checkpoint() -> None:
+        state["elapsed"] = time.perf_counter() - t_start
+        h = heldout_loss(ema, held_sampler, batch_size=cfg.batch_size)
+        state["last_heldout"] = h
+        state["best_heldout"] = min(state.get("best_heldout", math.inf), h)
+        with log_path.open("a") as log:
+            log.write(json.dumps({"step": state["step"], "heldout_loss": h,
+                                  "elapsed": state["elapsed"]}) + "\n")
+        save_state(last, model, ema, opt, {**state, "sampler": sampler.state()}, model_config)
+        save_checkpoint(ema, ckpt_dir)
+        _write_meta(ckpt_dir, cfg, state, n_params)
+        plot_loss(log_path, run / "loss.png", f"{cfg.name}: {n_params / 1e6:.2f} M params")
+
+    while state["step"] < cfg.max_steps and time.perf_counter() - t_start < budget_s:
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(state["step"], cfg)
+        loss, parts = training_loss(model, sampler.sample(cfg.batch_size))
+        if not torch.isfinite(loss):
+            ok = False
+            logger.error("loss became %s at step %d; stopping", float(loss), state["step"])
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        _ema_update(ema, model, cfg.ema_decay if state["step"] > cfg.warmup_steps else 0.9)
+        state["step"] += 1
+        running.append(float(loss.detach()))
+        bar.update(1)
+        if state["step"] % cfg.log_every == 0:
+            row = {"step": state["step"], "loss": float(np.mean(running)),
+                   "loss_masked": parts.get("loss_masked"),
+                   "grad_norm": float(gnorm), "lr": opt.param_groups[0]["lr"],
+                   "elapsed": time.perf_counter() - t_start}
+            running = []
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            with log_path.open("a") as log:
+                log.write(json.dumps(row) + "\n")
+        if time.perf_counter() - last_save > cfg.save_every_minutes * 60:
+            checkpoint()
+            last_save = time.perf_counter()
+    bar.close()
+    if ok:
+        checkpoint()
+    return ckpt_dir
+
+
+def save_checkpoint(model, directory: str | Path) -> Path:
+    """Write ``model`` as a shippable MVDT checkpoint (safetensors + config.json)."""
+    from world.mvdt import save_checkpoint as core_save
+
+    # float16 halves the shipped size; inference casts back to float32 on load.
+    return core_save(model, directory, dtype=torch.float16)
+
+
+def _write_meta(ckpt_dir: Path, cfg: TrainConfig, state: dict, n_params: int) -> None:
+    meta = {"run": cfg.name, "step": state["step"], "train_seconds": state["elapsed"],
+            "heldout_loss": state.get("last_heldout"), "params": n_params,
+            "train_config": asdict(cfg)}
+    (ckpt_dir / "training.json").write_text(json.dumps(meta, indent=1))
