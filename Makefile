@@ -16,6 +16,7 @@ setup: $(STAMP)
 
 # A window when there is a display, otherwise a scripted headless run that writes its results.
 run: $(STAMP)
+	@bash .ci/system-packages.sh
 	$(BIN)/yume run
 
 test: $(STAMP)

@@ -181,15 +181,19 @@ class _InletBase:
         timeout = self.timeout if timeout is None else timeout
         try:
             inlet.open_stream(timeout=timeout)
-            # The first clock offset takes a few probes (~0.5 s); with proc_clocksync liblsl
-            # would wait for it inside the first pull, holding the first samples back. Wait now.
-            inlet.time_correction(timeout=timeout)
         except LSLTimeoutError as err:
             raise AcquisitionError(
                 f"LSL stream {self.info.name!r} was found but did not accept a connection within "
                 f"{self.timeout:g} s; check that its sender is still running and that TCP ports "
                 "16572-16604 are open."
             ) from err
+        # The first clock offset takes a few probes (~0.5 s); with proc_clocksync liblsl would
+        # hold the first samples back until it has one. Wait for it now (not fatal if slow).
+        try:
+            inlet.time_correction(timeout=max(timeout, 2.0))
+        except LSLTimeoutError:
+            logger.info("LSL stream %s: no clock offset yet; the first samples may come late",
+                        self.info.name)
 
     def start(self) -> None:
         if self.state in (SourceState.STREAMING, SourceState.RECONNECTING):

@@ -54,13 +54,16 @@ def bench(name: str, repeats: int, rng: np.random.Generator) -> dict:
     for _ in range(10):  # warm-up
         bundle.predict_proba(bundle.prepare(stream, info, index))
     times = np.empty(repeats)
+    cpu = np.empty(repeats)
     for k in range(repeats):
-        t0 = time.perf_counter()
+        c0, t0 = time.thread_time(), time.perf_counter()
         proba = bundle.predict_proba(bundle.prepare(stream, info, index))
         times[k] = time.perf_counter() - t0
+        cpu[k] = time.thread_time() - c0
     assert proba.shape == (1, len(bundle.classes))
-    ms = times * 1000
-    return {"name": name, "median": np.median(ms), "p99": np.percentile(ms, 99), "max": ms.max()}
+    ms, cpu_ms = times * 1000, cpu * 1000
+    return {"name": name, "median": np.median(ms), "p99": np.percentile(ms, 99), "max": ms.max(),
+            "cpu_median": np.median(cpu_ms), "cpu_p99": np.percentile(cpu_ms, 99)}
 
 
 def main() -> None:
@@ -72,15 +75,18 @@ def main() -> None:
     rng = np.random.default_rng(0)
     print(f"decision time, {N_CH} ch x {WINDOW_S:g} s at {SFREQ:g} Hz, {args.repeats} decisions, "
           f"BLAS threads: {args.threads or 'default'}")
-    print(f"{'pipeline':<10} {'median ms':>10} {'p99 ms':>8} {'max ms':>8}  goal p99 < 10 ms")
+    print("wall clock and this thread's CPU time per decision (prepare + predict_proba)")
+    print(f"{'pipeline':<10} {'median ms':>10} {'p99 ms':>8} {'max ms':>8} {'CPU med':>8} "
+          f"{'CPU p99':>8}  goal p99 < 10 ms")
     for name in PIPELINES:
         if args.threads:
             with threadpool_limits(args.threads):
                 r = bench(name, args.repeats, rng)
         else:
             r = bench(name, args.repeats, rng)
-        ok = "ok" if r["p99"] < 10 else "MISSED"
-        print(f"{name:<10} {r['median']:>10.2f} {r['p99']:>8.2f} {r['max']:>8.2f}  {ok}")
+        ok = "ok" if r["p99"] < 10 else ("CPU ok, wall missed" if r["cpu_p99"] < 10 else "MISSED")
+        print(f"{name:<10} {r['median']:>10.2f} {r['p99']:>8.2f} {r['max']:>8.2f} "
+              f"{r['cpu_median']:>8.2f} {r['cpu_p99']:>8.2f}  {ok}")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,12 @@ def sender(name: str, n_ch: int, sfreq: float, seconds: float, push_s: float, re
     out.close()
 
 
+def _episodes(delays_ms: np.ndarray, above_ms: float) -> int:
+    """How many separate stretches of samples waited longer than ``above_ms``."""
+    late = np.nonzero(delays_ms > above_ms)[0]
+    return int(late.size and 1 + np.sum(np.diff(late) > 1))
+
+
 def run_config(n_ch: int, sfreq: float, seconds: float, interval: float, push_s: float) -> dict:
     name = f"bench-{uuid.uuid4().hex[:8]}"
     ctx = mp.get_context("spawn")
@@ -128,6 +134,7 @@ def run_config(n_ch: int, sfreq: float, seconds: float, interval: float, push_s:
         "median_ms": float(np.median(got)) if got.size else float("nan"),
         "p99_ms": float(np.percentile(got, 99)) if got.size else float("nan"),
         "max_ms": float(got.max()) if got.size else float("nan"),
+        "stalls": _episodes(delays * 1000.0, 20.0),
         "rss_start": rss_start, "rss_full": rss_full, "rss_peak": rss_peak, "rss_end": rss_end,
         "cpu_pct": cpu,
     }
@@ -150,13 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {spec} for {seconds:g} s ...", flush=True)
         rows.append(run_config(int(n_ch), float(sfreq), seconds, args.interval,
                                args.push_ms / 1000.0))
-    head = ("config", "s", "sent", "lost", "gaps", "median ms", "p99 ms", "max ms",
+    head = ("config", "s", "sent", "lost", "gaps", "median ms", "p99 ms", "max ms", "stalls>20ms",
             "RSS start MB", "RSS buffer full MB", "RSS end MB", "RSS peak MB", "CPU %")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
         print(f"| {r['config']} | {r['seconds']:g} | {r['sent']} | {r['lost']} | {r['gaps']} | "
-              f"{r['median_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | "
+              f"{r['median_ms']:.2f} | {r['p99_ms']:.2f} | {r['max_ms']:.1f} | {r['stalls']} | "
               f"{r['rss_start']:.0f} | {r['rss_full']:.0f} | {r['rss_end']:.0f} | "
               f"{r['rss_peak']:.0f} | "
               f"{r['cpu_pct']:.0f} |")

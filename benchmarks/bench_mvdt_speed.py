@@ -104,10 +104,10 @@ def main() -> None:
     for reuse in (1, 2, 3):
         runs.append(("euler", {"num_steps": s, "guidance_scale": 5.0}, (chosen, reuse)))
 
-    header = ("| sampler | steps | CFG | cache (blocks, reuse) | model calls | ms / step | "
-              "s / chunk | chunk fps | rel. diff vs uncached |")
+    header = ("| sampler | steps | CFG | cache (blocks, reuse) | model calls | block runs skipped |"
+              " ms / step | s / chunk | chunk fps | rel. diff vs uncached |")
     print(header)
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 10)
     ref_out = None
     for name, params, cache_spec in runs:
         cache = ResidualCache(*cache_spec) if cache_spec else None
@@ -125,12 +125,37 @@ def main() -> None:
         if cache is not None and ref_out is not None:
             diff = f"{float((out - ref_out).norm() / ref_out.norm()):.3f}"
         cache_txt = f"{chosen}, {cache_spec[1]}" if cache_spec else "off"
+        skipped = cache.skipped / (pipe.sampler.num_evals * len(model.blocks)) if cache else 0.0
         frames = cfg.frames_per_chunk
         print(f"| {name} | {params['num_steps']} | {params['guidance_scale']:g} | {cache_txt} | "
-              f"{pipe.sampler.num_evals} | {t / params['num_steps'] * 1e3:.0f} | {t:.2f} | "
-              f"{frames / t:.2f} | {diff} |")
+              f"{pipe.sampler.num_evals} | {skipped:.0%} | {t / params['num_steps'] * 1e3:.0f} | "
+              f"{t:.2f} | {frames / t:.2f} | {diff} |")
     print(f"\nblock importance (relative change when reused, {len(scores)} blocks): "
           + ", ".join(f"{v:.4f}" for v in scores.tolist()))
+
+    # One model call computing all blocks vs reusing the cached residuals of k blocks. The
+    # variants are timed in interleaved rounds (best of 15), so drifting load from other jobs
+    # hits them alike.
+    print("\n| model call | blocks computed | ms (best of 15, interleaved) | speed-up |")
+    print("|---|---|---|---|")
+    n_blocks = len(model.blocks)
+    variants: dict[str, object] = {"full": None}
+    with torch.no_grad():
+        for k in sorted({1, args.cache_blocks, n_blocks // 2}):
+            cache = ResidualCache(least_important(scores, k), reuse=10**9)
+            model(x, 0.5, ctx, hist, cache=cache.call())  # fills the residuals
+            variants[f"reuse {k} cached residuals"] = cache
+        best = {name: float("inf") for name in variants}
+        for _ in range(15):
+            for name, cache in variants.items():
+                call = cache.call() if cache is not None else None
+                t0 = time.perf_counter()
+                model(x, 0.5, ctx, hist, cache=call)
+                best[name] = min(best[name], time.perf_counter() - t0)
+    for name, cache in variants.items():
+        computed = n_blocks - (len(cache.blocks) if cache is not None else 0)
+        print(f"| {name} | {computed} | {best[name] * 1e3:.1f} | "
+              f"{best['full'] / best[name]:.2f} |")
 
     # Engine: per-chunk time and context size stay flat over a long run (4-step sampler).
     world = MVDTWorld(model=model, sampler_params={"num_steps": 4, "guidance_scale": 1.0})

@@ -156,8 +156,9 @@ class SSVEPParadigm:
     """
 
     targets: tuple[SSVEPTarget, ...] = (
-        SSVEPTarget(8.0, 0.0, "↑"), SSVEPTarget(10.0, 0.5 * math.pi, "←"),
-        SSVEPTarget(12.0, math.pi, "→"), SSVEPTarget(15.0, 1.5 * math.pi, "↓"))
+        # Drawn clockwise from the top (gui/cue_screen.py), so each arrow points outwards.
+        SSVEPTarget(8.0, 0.0, "↑"), SSVEPTarget(10.0, 0.5 * math.pi, "→"),
+        SSVEPTarget(12.0, math.pi, "↓"), SSVEPTarget(15.0, 1.5 * math.pi, "←"))
     trials_per_class: int = 10
     runs: int = 1
     timing: Timing = field(default_factory=lambda: Timing(1.0, 1.0, 4.0, 1.0, 1.5, 10.0))

@@ -94,7 +94,9 @@ def fig_erd(result: TrainingResult, band: tuple[float, float] | None = None) -> 
     if not chans:
         return None
     classes = list(result.epochs.classes)
-    tmin, tmax = -1.0, result.config.tmax + 1.0
+    # Cut 0.5 s wider on both sides and crop after smoothing: no filter or smoothing edges.
+    show = (-1.0, result.config.tmax + 1.0)
+    tmin, tmax = show[0] - 0.5, show[1] + 0.5
     curves: dict[str, list[np.ndarray]] = {c: [] for c in classes}
     times = None
     for rec in result.recordings:
@@ -104,7 +106,9 @@ def fig_erd(result: TrainingResult, band: tuple[float, float] | None = None) -> 
         n0, n1 = int(round(tmin * sfreq)), int(round(tmax * sfreq))
         times = np.arange(n0, n1) / sfreq
         ev = rec.events
+        rename = result.config.label_map or {}
         for onset, label in zip(ev["onset"], ev["description"], strict=True):
+            label = rename.get(label, label)
             if label in curves:
                 s = int(round(onset * sfreq))
                 if s + n0 >= 0 and s + n1 <= power.shape[1]:
@@ -115,7 +119,8 @@ def fig_erd(result: TrainingResult, band: tuple[float, float] | None = None) -> 
     axes = fig.subplots(1, len(chans), sharey=True, squeeze=False)[0]
     k = max(int(0.25 * (1 / (times[1] - times[0]))), 1)  # 250 ms smoothing
     kernel = np.ones(k) / k
-    base = times < 0
+    base = (times >= show[0]) & (times < -0.1)
+    keep = (times >= show[0]) & (times <= show[1])
     for label, trials in curves.items():
         if not trials:
             continue
@@ -123,7 +128,7 @@ def fig_erd(result: TrainingResult, band: tuple[float, float] | None = None) -> 
         for i, ax in enumerate(axes):
             smooth = np.convolve(mean[i], kernel, mode="same")
             ref = smooth[base].mean()
-            ax.plot(times, 100 * (smooth - ref) / ref, label=label, lw=1.2)
+            ax.plot(times[keep], 100 * (smooth[keep] - ref) / ref, label=label, lw=1.2)
     for ax, ch in zip(axes, chans, strict=True):
         ax.axvline(0, color="k", lw=0.8)
         ax.axhline(0, color="gray", lw=0.5)
@@ -132,7 +137,7 @@ def fig_erd(result: TrainingResult, band: tuple[float, float] | None = None) -> 
         ax.set_xlabel("time from cue (s)")
     axes[0].set_ylabel("band power change (%)")
     axes[-1].legend(fontsize=7)
-    fig.suptitle("ERD/ERS (shaded: training window)", fontsize=9)
+    fig.suptitle("ERD/ERS (shaded: training window)", fontsize=9, y=1.03)
     return fig
 
 
@@ -278,7 +283,11 @@ def write_report(result: TrainingResult, out_dir: str | Path, name: str = "repor
         f"{len(bundle.ch_names)} channels at {bundle.sfreq:g} Hz, band {cfg.band[0]:g}-"
         f"{cfg.band[1]:g} Hz, window {cfg.tmin:g}-{cfg.tmax:g} s after the cue, "
         f"{best.cv.get('n_folds', cfg.n_folds)}-fold stratified CV (seed {cfg.seed}) and a "
-        f"chronological split holding out the last {100 * cfg.chrono_test:.0f} % of trials.</p>",
+        f"chronological split holding out the last {100 * cfg.chrono_test:.0f} % of trials. "
+        + (f"Training also used crops of each trial shifted by "
+           f"{', '.join(f'+{o:g}' for o in result.crop_offsets)} s (scored on the "
+           f"{cfg.tmin:g}-{cfg.tmax:g} s window only)." if result.crop_offsets else "")
+        + "</p>",
         "<p>Recordings: " + ", ".join(html.escape(p) for p in summary["recordings"]) + "</p>",
         "<h2>Scores</h2>", _scores_table(result),
         "<h2>Class → action</h2><p>" + ", ".join(

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,27 +39,6 @@ def marker_codes(paradigm: Paradigm) -> dict[str, int]:
     codes = {label: i + 1 for i, label in enumerate(paradigm.labels)}
     codes.update({label: 100 + i for i, label in enumerate(BOOKKEEPING + ("pause", "resume"))})
     return codes
-
-
-class MarkerOutlet:
-    """An LSL marker stream (one string channel, irregular rate) for cue labels.
-
-    LabRecorder and any LSL inlet see the cues with their LSL-clock timestamps.
-    """
-
-    def __init__(self, name: str = "YumeCalibrationMarkers", source_id: str | None = None):
-        import pylsl
-
-        self.source_id = source_id or f"yume-markers-{uuid.uuid4().hex[:8]}"
-        info = pylsl.StreamInfo(name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string,
-                                self.source_id)
-        self._outlet = pylsl.StreamOutlet(info)
-
-    def push(self, label: str, timestamp: float) -> None:
-        self._outlet.push_sample([str(label)], float(timestamp))
-
-    def close(self) -> None:
-        self._outlet = None
 
 
 @dataclass
@@ -118,7 +96,7 @@ class CalibrationSession:
         self._marker_name = marker_name
         self._recorder_kwargs = {"task": paradigm.kind, **recorder_kwargs}
         self.recorder: Recorder | None = None
-        self.outlet: MarkerOutlet | None = None
+        self.outlet = None
         self.result = SessionResult(self.session_dir)
         self._lock = threading.Lock()
         self._last_onset = 0.0
@@ -138,6 +116,8 @@ class CalibrationSession:
             self.recorder = Recorder(self.session_dir, self.source.info, config=config,
                                      **self._recorder_kwargs)
             if self._markers:
+                from bci.lsl import MarkerOutlet  # irregular-rate string stream
+
                 self.outlet = MarkerOutlet(self._marker_name)
             self.recorder.log_event("calibration_started", paradigm=self.paradigm.kind,
                                     n_cues=len(self.cues))

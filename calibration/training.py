@@ -25,7 +25,13 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
-from calibration.dataset import EpochSet, Recording, epoch_recordings, load_recording
+from calibration.dataset import (
+    DatasetError,
+    EpochSet,
+    Recording,
+    epoch_recordings,
+    load_recording,
+)
 from calibration.metrics import score_predictions
 from calibration.pipelines import make_pipeline, pipeline_names
 from control.bundle import DecoderBundle
@@ -75,6 +81,12 @@ class TrainingConfig:
         Class -> action string (default: :func:`control.bundle.default_actions`).
     min_trials : int
         Fewest trials per class accepted.
+    crop_offsets : sequence of float
+        Extra training windows per trial, shifted by these many seconds after ``tmin`` (kept
+        only where the shifted window still ends within the cue's duration). The decoder sees
+        sliding windows online, so training on several crops of each trial matches that use
+        and multiplies the training data; scoring always uses the ``tmin``-``tmax`` window
+        only, and crops of one trial stay in the same fold. Empty: no crops.
     """
 
     paradigm: str = "mi"
@@ -94,6 +106,7 @@ class TrainingConfig:
     label_map: dict | None = None
     actions: dict | None = None
     min_trials: int = 5
+    crop_offsets: Sequence[float] = (0.5, 1.0, 1.5)
 
     def __post_init__(self) -> None:
         if self.paradigm not in ("mi", "ssvep"):
@@ -154,6 +167,7 @@ class TrainingResult:
     epochs: EpochSet
     config: TrainingConfig
     recordings: list[Recording] = field(default_factory=list)
+    crop_offsets: list[float] = field(default_factory=list)
 
     def summary(self) -> dict:
         """JSON-able summary (used by the report and the bundle's figures)."""
@@ -166,6 +180,7 @@ class TrainingResult:
             "ch_names": list(self.epochs.ch_names),
             "sfreq": self.epochs.sfreq,
             "recordings": [str(r.path) for r in self.recordings],
+            "training_crop_offsets_s": list(self.crop_offsets),
             "pipelines": {
                 r.name: {"cv": r.cv, "chrono": r.chrono, "fold_accuracies": r.fold_accuracies,
                          "fit_s": r.fit_s} for r in self.results
@@ -208,9 +223,67 @@ def chronological_split(onsets: np.ndarray, y: np.ndarray, test_fraction: float
     return train, test
 
 
+@dataclass
+class Crops:
+    """Extra training windows of each trial: ``X[k][i]`` is trial ``i`` shifted by
+    ``offsets[k]``, valid where ``valid[k][i]``."""
+
+    offsets: list[float]
+    X: list[np.ndarray]
+    valid: list[np.ndarray]
+
+    def training_set(self, epochs: EpochSet, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The windows of trials ``idx``: the scored window plus every valid crop."""
+        Xs, ys = [epochs.X[idx]], [epochs.y[idx]]
+        for Xk, ok in zip(self.X, self.valid, strict=True):
+            keep = idx[ok[idx]]
+            Xs.append(Xk[keep])
+            ys.append(epochs.y[keep])
+        return np.concatenate(Xs), np.concatenate(ys)
+
+
+def make_crops(recordings: Sequence[Recording], epochs: EpochSet,
+               config: TrainingConfig) -> Crops:
+    """Cut the extra training windows of :attr:`TrainingConfig.crop_offsets`, aligned on the
+    trials of ``epochs``; offsets whose window would outlast the shortest cue are dropped."""
+    durations = np.concatenate([
+        r.events.loc[r.events["description"].map(
+            lambda d: (config.label_map or {}).get(d, d)).isin(epochs.classes),
+            "duration"].to_numpy(float) for r in recordings])
+    longest = float(durations.min()) if len(durations) else 0.0
+    offsets = [float(o) for o in config.crop_offsets
+               if o > 0 and config.tmax + o <= longest + 1e-6]
+    key = {(int(g), round(float(t), 4)): i
+           for i, (g, t) in enumerate(zip(epochs.groups, epochs.onsets, strict=True))}
+    Xs, valid = [], []
+    for o in list(offsets):
+        try:
+            c = epoch_recordings(recordings, classes=list(epochs.classes), tmin=config.tmin + o,
+                                 tmax=config.tmax + o, picks=list(epochs.ch_names),
+                                 resample=config.resample, label_map=config.label_map,
+                                 min_trials=1)
+        except DatasetError:  # windows run off the recording: no crops at this offset
+            offsets.remove(o)
+            continue
+        Xk = np.zeros_like(epochs.X)
+        ok = np.zeros(len(epochs.y), dtype=bool)
+        for j, (g, t) in enumerate(zip(c.groups, c.onsets, strict=True)):
+            i = key.get((int(g), round(float(t), 4)))
+            if i is not None:
+                Xk[i], ok[i] = c.X[j], True
+        Xs.append(Xk)
+        valid.append(ok)
+    if offsets:
+        logger.info("training on %d extra crop(s) per trial at +%s s", len(offsets),
+                    ", +".join(f"{o:g}" for o in offsets))
+    return Crops(offsets, Xs, valid)
+
+
 def evaluate_pipeline(name: str, epochs: EpochSet, config: TrainingConfig,
-                      progress=None) -> PipelineResult:
-    """Score one pipeline with stratified k-fold CV and the chronological split."""
+                      progress=None, crops: Crops | None = None) -> PipelineResult:
+    """Score one pipeline with stratified k-fold CV and the chronological split (training on
+    the crops of the training trials when given, testing on the scored window only)."""
+    crops = crops or Crops([], [], [])
     X, y = epochs.X, epochs.y
     classes = list(epochs.classes)
     proto = make_pipeline(name, epochs.sfreq, config.band, n_components=config.n_components)
@@ -221,7 +294,7 @@ def evaluate_pipeline(name: str, epochs: EpochSet, config: TrainingConfig,
     fold_acc = []
     t0 = time.perf_counter()
     for train, test in skf.split(X, y):
-        pred[test] = _fit_predict(clone(proto), X[train], y[train], X[test])
+        pred[test] = _fit_predict(clone(proto), *crops.training_set(epochs, train), X[test])
         fold_acc.append(float(np.mean(pred[test] == y[test])))
         if progress is not None:
             progress.update(1)
@@ -232,8 +305,9 @@ def evaluate_pipeline(name: str, epochs: EpochSet, config: TrainingConfig,
     split = chronological_split(epochs.onsets, y, config.chrono_test)
     if split is not None:
         train, test = split
-        chrono = score_predictions(y[test], _fit_predict(clone(proto), X[train], y[train],
-                                                         X[test]), classes, decision_s)
+        chrono = score_predictions(
+            y[test], _fit_predict(clone(proto), *crops.training_set(epochs, train), X[test]),
+            classes, decision_s)
     else:
         logger.warning("chronological split skipped: the earliest trials lack a class")
     if progress is not None:
@@ -271,6 +345,7 @@ def train_decoder(recordings: Sequence[str | Path | Recording],
     epochs = epoch_recordings(recs, classes=config.classes, tmin=config.tmin, tmax=config.tmax,
                               picks=config.picks, resample=config.resample,
                               label_map=config.label_map, min_trials=config.min_trials)
+    crops = make_crops(recs, epochs, config)
     names = list(config.pipelines or pipeline_names(config.paradigm))
     if not names:
         raise TrainingError("No pipeline to try; name at least one.")
@@ -285,14 +360,15 @@ def train_decoder(recordings: Sequence[str | Path | Recording],
     with threadpool_limits(1), bar:
         for name in names:
             bar.set_postfix_str(name)
-            results.append(evaluate_pipeline(name, epochs, config, progress=bar))
+            results.append(evaluate_pipeline(name, epochs, config, progress=bar, crops=crops))
     best = max(results, key=lambda r: (r.cv["accuracy"], (r.chrono or {}).get("accuracy", 0)))
     final = make_pipeline(best.name, epochs.sfreq, config.band, n_components=config.n_components)
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", category=UserWarning)
-        final.fit(epochs.X, epochs.y)
-    result = TrainingResult(bundle=None, results=results, best=best.name, epochs=epochs,  # type: ignore[arg-type]
-                            config=config, recordings=recs)
+        final.fit(*crops.training_set(epochs, np.arange(len(epochs.y))))
+    result = TrainingResult(bundle=None, results=results, best=best.name,  # type: ignore
+                            epochs=epochs, config=config, recordings=recs,
+                            crop_offsets=crops.offsets)
     summary = result.summary()
     figures = {"cv": best.cv, "chrono": best.chrono, "candidates": {
         r.name: {"cv_accuracy": r.cv["accuracy"],

@@ -237,7 +237,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.keys.show_action(action)
 
     def _keys_changed(self) -> None:
-        self.steering.keyboard(self.keymap.action(self.pressed), local_clock())
+        action = self.keymap.action(self.pressed)
+        self.steering.keyboard(action, local_clock())
+        if self.steering.keys_drive_intent and self.log is not None:
+            self.log.log("intent", intent=self.steering.intent_for(action), keys=str(action))
         self._control_tick()  # apply at once: no timer delay between key and world
 
     def panic(self, origin: str = "key") -> None:

@@ -54,8 +54,35 @@ class Steering:
     def classes(self) -> tuple[str, ...]:
         return self.online.policy.classes if self.online is not None else ()
 
+    @property
+    def keys_drive_intent(self) -> bool:
+        """True when the keyboard plays the simulated participant instead of steering.
+
+        With a simulated participant and a decoder, a key press makes the participant imagine
+        the class mapped to that key's action, so the whole loop (imagery -> EEG -> LSL ->
+        decoder -> policy -> world) can be tried without a person in a cap.
+        """
+        return self.online is not None and hasattr(
+            getattr(self.acquisition, "source", None), "set_intent")
+
+    def intent_for(self, action: Action) -> str:
+        """The decoder class whose mapped action is ``action`` ("rest" when none is)."""
+        mapping = self.online.policy.mapping if self.online is not None else None
+        if mapping is not None and not action.is_idle:
+            for name in mapping.classes:
+                if mapping.action(name) == action:
+                    return name
+        return "rest"
+
     def keyboard(self, action: Action, now: float) -> None:
         """The keys held now (idle when all are released)."""
+        if self.keys_drive_intent:
+            intent = self.intent_for(action)
+            try:
+                self.acquisition.source.set_intent(intent)
+            except ValueError:
+                logger.warning("the simulated participant cannot imagine %r", intent)
+            return
         if action.is_idle:
             self.hybrid.clear("keyboard")
         else:

@@ -106,6 +106,7 @@ class IDMConfig:
     metres_per_frame: float = 0.08
     degrees_per_frame: float = 2.0
     dropout: float = 0.3
+    stem: int = 16
 
 
 class InverseDynamics(nn.Module):
@@ -116,7 +117,9 @@ class InverseDynamics(nn.Module):
         self.config = c = config or IDMConfig()
         w = c.width_mult
         chans = [9, w, 2 * w, 4 * w, 4 * w]
-        layers = []
+        # A stride-1 stem sees the 1-3 pixel parallax that a step forward causes at 64 px.
+        layers = [nn.Conv2d(9, c.stem, 3, padding=1), nn.GroupNorm(4, c.stem), nn.SiLU()]
+        chans[0] = c.stem
         for cin, cout in zip(chans[:-1], chans[1:], strict=True):
             layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(4, cout),
                        nn.SiLU()]
@@ -291,7 +294,7 @@ def _clip_tensors(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 
 def train_idm_from_folders(
-    train_dir: str | Path,
+    train_dir: str | Path | list,
     heldout_dir: str | Path,
     out: str | Path | None = None,
     steps: int = 1500,
@@ -306,14 +309,19 @@ def train_idm_from_folders(
     the label distribution of the held-out pairs.
     """
     torch.set_num_threads(max(1, threads))
-    frames, poses, fps = _clip_tensors(train_dir)
-    h_frames, h_poses, h_fps = _clip_tensors(heldout_dir)
-    if h_fps != fps or h_frames.shape[2:] != frames.shape[2:]:
-        raise IDMError("Train and held-out clips differ in frame size or frames per step; "
-                       "regenerate them with the same settings.")
-    before, after, labels = pairs_from_clips(frames, poses, fps)
+    dirs = train_dir if isinstance(train_dir, list | tuple) else str(train_dir).split(",")
+    h_frames, h_poses, fps = _clip_tensors(heldout_dir)
+    parts = []
+    for d in dirs:
+        frames, poses, d_fps = _clip_tensors(d)
+        if d_fps != fps or h_frames.shape[2:] != frames.shape[2:]:
+            raise IDMError(f"The clips in {d} differ from the held-out ones in frame size or "
+                           "frames per step; regenerate them with the same settings.")
+        parts.append(pairs_from_clips(frames, poses, fps))
+    before, after, labels = (torch.cat([p[i] for p in parts]) for i in range(3))
     hb, ha, hl = pairs_from_clips(h_frames, h_poses, fps)
-    config = IDMConfig(height=frames.shape[2], width=frames.shape[3], frames_per_step=fps)
+    config = IDMConfig(height=frames.shape[2], width=frames.shape[3], frames_per_step=fps,
+                       **kwargs.pop("config", {}))
     t0 = time.perf_counter()
     model, log = fit_idm(before, after, labels, config, steps=steps, seconds=seconds,
                          progress=progress, **kwargs)

@@ -472,3 +472,43 @@ def _write_meta(ckpt_dir: Path, cfg: TrainConfig, state: dict, n_params: int) ->
             "heldout_loss": state.get("last_heldout"), "params": n_params,
             "train_config": asdict(cfg)}
     (ckpt_dir / "training.json").write_text(json.dumps(meta, indent=1))
+
+
+def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path | None = None,
+                      sampler: dict | None = None) -> Path:
+    """Copy a run's shippable files into ``dest``.
+
+    ``dest`` receives the EMA checkpoint (``model.safetensors``, ``config.json``,
+    ``training.json``), the run's ``log.jsonl`` (as ``training_log.jsonl``) and ``loss.png``,
+    optionally the IDM (``idm/``) and a ``sampler.json`` (``{"name", "params"}``) naming the
+    recommended sampler. The copy is made in a temporary folder and swapped in.
+    """
+    from world.mvdt import load_checkpoint
+
+    run, dest = Path(run_dir), Path(dest)
+    ckpt = run / "checkpoint"
+    load_checkpoint(ckpt)  # refuse to ship something that does not load
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in ("model.safetensors", "config.json", "training.json"):
+        shutil.copy2(ckpt / name, tmp / name)
+    if (run / "log.jsonl").is_file():
+        shutil.copy2(run / "log.jsonl", tmp / "training_log.jsonl")
+    if (run / "loss.png").is_file():
+        shutil.copy2(run / "loss.png", tmp / "loss.png")
+    if idm_dir is not None:
+        shutil.copytree(idm_dir, tmp / "idm")
+    elif (dest / "idm").is_dir():
+        shutil.copytree(dest / "idm", tmp / "idm")
+    if sampler is not None:
+        (tmp / "sampler.json").write_text(json.dumps(sampler, indent=1))
+    elif (dest / "sampler.json").is_file():
+        shutil.copy2(dest / "sampler.json", tmp / "sampler.json")
+    old = dest.with_name(dest.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest

@@ -50,6 +50,8 @@ def add_parser(sub) -> None:
                    help="record from this BrainFlow board (name or id) instead of the simulated "
                         "participant")
     p.add_argument("--serial-port", default="", help="BrainFlow serial port")
+    p.add_argument("--lsl", default=None, metavar="NAME",
+                   help="record from the LSL EEG stream of this name (e.g. an amplifier's)")
     p.add_argument("--headless", action="store_true", help="no window")
     p.add_argument("--offline", action="store_true",
                    help="simulated participant only: generate the whole session at once")
@@ -82,7 +84,17 @@ def run(args: argparse.Namespace) -> int:
     folder = new_session_dir(args.out, args.subject, args.session, task=paradigm.kind)
     length = session_length(schedule(paradigm))
     rec_kwargs = {"subject": args.subject, "session": args.session}
-    if args.board is None:
+    if args.board is not None and args.lsl is not None:
+        raise ValueError("Give either --board or --lsl, not both.")
+    if args.lsl is not None:
+        if args.offline:
+            raise ValueError("--offline needs the simulated participant; drop --lsl.")
+        from bci.lsl import LSLInlet
+
+        source = LSLInlet(name=args.lsl)
+        speed = 1.0
+        what = f"LSL stream {args.lsl!r}"
+    elif args.board is None:
         from bci.simulated import ParticipantConfig, SimulatedParticipant
 
         speed = args.speed if args.speed else (10.0 if args.headless else 1.0)

@@ -72,6 +72,10 @@ def add_parser(sub) -> None:
     p.add_argument("--step", type=float, default=0.5, help="seconds between online decisions")
     p.add_argument("--decision-s", type=float, default=None,
                    help="seconds per independent decision for the ITR (default: window length)")
+    p.add_argument("--crops", type=lambda t: [float(v) for v in _csv(t)] if t != "none" else [],
+                   default=[0.5, 1.0, 1.5],
+                   help="extra training windows per trial, shifted by these seconds ('none': "
+                        "off); scoring always uses --window")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: decoders/<first recording name>)")
     p.add_argument("--zip", action="store_true", help="write the bundle as a zip")
@@ -101,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         paradigm=paradigm, classes=args.classes, band=args.band, tmin=args.window[0],
         tmax=args.window[1], picks=args.channels, resample=args.resample,
         pipelines=args.pipelines, n_folds=args.folds, chrono_test=args.chrono_test,
-        seed=args.seed, step_s=args.step, decision_s=args.decision_s, label_map=args.label_map)
+        seed=args.seed, step_s=args.step, decision_s=args.decision_s, label_map=args.label_map,
+        crop_offsets=tuple(args.crops))
     result = train_decoder(args.recordings, config)
     ep = result.epochs
     print(f"{len(ep.y)} trials {ep.counts()}, {len(ep.ch_names)} channels at {ep.sfreq:g} Hz, "

@@ -42,10 +42,22 @@ def add_parser(sub) -> None:
     t.add_argument("--threads", type=int, help="override the config's torch threads")
     t.set_defaults(func=run_train)
 
+    x = ws.add_parser("export", help="copy a training run's checkpoint into a shippable folder",
+                      description="Copy the EMA checkpoint, training log, loss plot, IDM and "
+                                  "recommended sampler of a run into one folder.")
+    x.add_argument("--run", default="runs/world/sandbox-64", help="training run folder")
+    x.add_argument("--out", default=DEFAULT_CHECKPOINT, help="destination folder")
+    x.add_argument("--idm", default=None, help="IDM folder to include")
+    x.add_argument("--sampler", default=None,
+                   help='recommended sampler as JSON, e.g. \'{"name": "euler", "params": '
+                        '{"num_steps": 4, "guidance_scale": 1.0}}\'')
+    x.set_defaults(func=run_export)
+
     i = ws.add_parser("idm", help="train the inverse-dynamics evaluator",
                       description="Train the action classifier on ground-truth sandbox clips and "
                                   "report its held-out accuracy.")
-    i.add_argument("--data", default="runs/world/data/sandbox-64-train", help="training clips")
+    i.add_argument("--data", default="runs/world/data/sandbox-64-train",
+                   help="training clip folders, comma-separated")
     i.add_argument("--heldout", default="runs/world/data/sandbox-64-heldout",
                    help="held-out clips")
     i.add_argument("--out", default=f"{DEFAULT_CHECKPOINT}/idm", help="output folder")
@@ -108,6 +120,14 @@ def run_train(args: argparse.Namespace) -> int:
         cfg.threads = args.threads
     out = train(cfg, max_steps=args.max_steps)
     print(f"checkpoint: {out}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from world.train import export_checkpoint
+
+    sampler = json.loads(args.sampler) if args.sampler else None
+    print(f"exported: {export_checkpoint(args.run, args.out, args.idm, sampler)}")
     return 0
 
 

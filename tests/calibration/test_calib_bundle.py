@@ -177,3 +177,18 @@ def test_bundle_validates_actions_and_classes():
                                                                        "right_hand": "→"})
     with pytest.raises(BundleError, match="differ"):
         DecoderBundle(pipe, CH, SFREQ, ("right_hand", "left_hand"))
+
+
+@pytest.mark.parametrize("name", ["cca", "fbcca"])
+def test_ssvep_bundle_round_trip(tmp_path, name):
+    rng = np.random.default_rng(0)
+    t = np.arange(200) / SFREQ
+    y = np.array(["ssvep:8", "ssvep:13"] * 6)
+    X = rng.standard_normal((12, len(CH), 200))
+    X[:, -2:] += np.array([np.sin(2 * np.pi * float(lab[6:]) * t) for lab in y])[:, None]
+    pipe = make_pipeline(name, SFREQ, (6.0, 40.0)).fit(X, y)
+    bundle = DecoderBundle(pipe, CH, SFREQ, tuple(pipe.classes_), band=(6.0, 40.0),
+                           paradigm="ssvep")
+    loaded = load_bundle(save_bundle(bundle, tmp_path / "s.zip"))
+    assert np.allclose(loaded.predict_proba(X), bundle.predict_proba(X))
+    assert set(loaded.actions) == {"ssvep:8", "ssvep:13"}

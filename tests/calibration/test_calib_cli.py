@@ -38,3 +38,20 @@ def test_calibrate_bad_settings_say_what_to_do(tmp_path, capsys):
     assert main(["calibrate", "--config", str(tmp_path / "nope.toml"), "--headless"]) == 2
     assert "No paradigm file" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_calibrate_from_an_lsl_stream(tmp_path, capsys):
+    import uuid
+
+    from bci.simulated import ParticipantConfig, ParticipantStream, SimulatedParticipant
+
+    name = f"calib-eeg-{uuid.uuid4().hex[:8]}"
+    with ParticipantStream(SimulatedParticipant(ParticipantConfig(sfreq=128.0)), name=name):
+        code = main(["calibrate", "--lsl", name, "--headless", "--classes", "feet,rest",
+                     "--trials", "2", "--timing",
+                     "fixation=0.2,cue=0.2,trial=0.4,iti_min=0.2,iti_max=0.2",
+                     "--out", str(tmp_path), "--no-markers"])
+    assert code == 0, capsys.readouterr()
+    (session,) = list(tmp_path.iterdir())
+    raw, events = read_session(session)
+    assert raw.info["sfreq"] == 128.0 and list(events["description"]).count("feet") == 2

@@ -84,3 +84,15 @@ def test_ssvep_session_trains_cca(tmp_path):
     assert res.bundle.classes == ("ssvep:11", "ssvep:14", "ssvep:8")
     html = write_report(res, tmp_path / "report").read_text()
     assert "SSVEP spectra" in html and html.count("data:image/png;base64,") >= 3
+
+
+def test_fast_filter_and_covariances_match_the_reference_implementations():
+    from pyriemann.estimation import Covariances
+    from scipy.signal import sosfiltfilt
+
+    from calibration.pipelines import BandPass, OASCovariances
+
+    X = np.random.default_rng(0).standard_normal((4, 16, 250))
+    bp = BandPass(250.0, 8.0, 30.0).fit()
+    assert np.allclose(bp.transform(X), sosfiltfilt(bp.sos_, X, axis=-1))
+    assert np.allclose(OASCovariances().fit_transform(X), Covariances("oas").fit_transform(X))

@@ -76,9 +76,50 @@ def test_too_few_trials_and_unknown_classes(tmp_path, physionet_dir):
     with pytest.raises(DatasetError, match="No trial of class.*feet.*left_hand"):
         epoch_recordings([rec], classes=["left_hand", "feet"])
     # An events table beside an EDF is picked up; a table with one class is refused.
-    edf = tmp_path / "one_class.fif"
+    edf = tmp_path / "one_class_raw.fif"
     rec.raw.copy().crop(0, 60).save(edf)
     pd.DataFrame({"onset_s": [5.0, 15.0, 25.0], "duration_s": 4.0,
-                  "label": "left_hand"}).to_csv(tmp_path / "one_class_events.csv", index=False)
+                  "label": "left_hand"}).to_csv(tmp_path / "one_class_raw_events.csv", index=False)
     with pytest.raises(DatasetError, match="Only one class"):
         epoch_recordings([load_recording(edf)])
+
+
+def test_channel_selection_and_resampling(physionet_dir):
+    rec = load_recording(physionet_dir / "S001R06.edf")
+    ep = epoch_recordings([rec], classes=["hands", "feet"], picks=["C3", "Cz", "C4"],
+                          resample=80.0, tmin=0.0, tmax=1.0)
+    assert ep.X.shape == (15, 3, 80) and ep.ch_names == ("C3", "Cz", "C4") and ep.sfreq == 80.0
+    with pytest.raises(DatasetError, match="lacks channel.*Xyz"):
+        epoch_recordings([rec], picks=["C3", "Xyz"])
+
+
+def test_bids_file_from_a_session_loads_with_its_events(tmp_path):
+    from bci.simulated import ParticipantConfig
+    from calibration.paradigm import MIParadigm, Timing
+    from calibration.session import run_offline
+
+    timing = Timing(fixation_s=0.5, cue_s=0.5, trial_s=1.0, iti_min_s=0.5, iti_max_s=0.5)
+    run_offline(MIParadigm(classes=("left_hand", "feet"), trials_per_class=5, timing=timing),
+                tmp_path / "s", ParticipantConfig(montage="standard_32"), seed=1)
+    (vhdr,) = (tmp_path / "s" / "bids").rglob("*_eeg.vhdr")
+    rec = load_recording(vhdr)  # plain BIDS file: events from its _events.tsv
+    ep = epoch_recordings([rec], classes=["left_hand", "feet"], tmin=0.0, tmax=1.0)
+    assert ep.counts() == {"feet": 5, "left_hand": 5} and len(ep.ch_names) == 32
+    same = epoch_recordings([load_recording(tmp_path / "s")], classes=["left_hand", "feet"],
+                            tmin=0.0, tmax=1.0)
+    assert np.allclose(same.X, ep.X, atol=1e-3)
+
+
+def test_training_crops_are_the_same_trials_shifted(physionet_dir):
+    from calibration.training import make_crops
+
+    rec = load_recording(physionet_dir / "S001R06.edf")
+    config = TrainingConfig(classes=["hands", "feet"], crop_offsets=(0.5, 1.5, 3.0))
+    ep = epoch_recordings([rec], classes=config.classes)
+    crops = make_crops([rec], ep, config)
+    assert crops.offsets == [0.5, 1.5]  # 2.5 + 3.0 s outlasts the 4.1 s cues
+    assert all(v.all() for v in crops.valid)
+    assert np.allclose(crops.X[0][:, :, :-80], ep.X[:, :, 80:])  # +0.5 s = 80 samples
+    idx = np.array([0, 3])
+    X, y = crops.training_set(ep, idx)  # only the crops of the given trials
+    assert X.shape[0] == 6 and list(y) == [ep.y[0], ep.y[3]] * 3

@@ -120,3 +120,9 @@ def test_foreign_safetensors_and_missing_pieces(tiny, tmp_path):
         load_checkpoint(ck)
     with pytest.raises(WorldError, match="yume world train"):
         load_checkpoint(tmp_path / "missing")
+
+
+def test_diffusers_style_save_and_from_pretrained(tiny, tmp_path):
+    tiny.save_pretrained(tmp_path / "ck")
+    again = MVDTModel.from_pretrained(tmp_path / "ck", expected_config=tiny.config)
+    assert torch.equal(_out(again), _out(tiny))

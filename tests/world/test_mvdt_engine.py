@@ -190,3 +190,25 @@ def test_registry_builds_mvdt_and_seed_renders_the_sandbox(tiny_model):
         make_world("mvdt", model=tiny_model, frames_per_step=7)
     with pytest.raises(WorldError, match="Resolution"):
         make_world("mvdt", model=tiny_model, height=-1, width=5)
+
+
+def test_pipeline_cfg_one_is_the_conditional_model_alone(tiny_model):
+    from world.mvdt import shifted_sigmas
+
+    cfg = tiny_model.config
+    g = torch.Generator().manual_seed(0)
+    hist = torch.randn(cfg.latent_channels, 3, 8, 8, generator=g)
+    noise = torch.randn(1, cfg.latent_channels, cfg.chunk_latent_frames, 8, 8, generator=g)
+    pipe = MVDTPipeline(tiny_model, num_steps=3, guidance_scale=1.0)
+    out = pipe.generate_latents(hist, Action("W", "↓"), noise=noise)
+    assert pipe.sampler.num_evals == 3
+    with torch.no_grad():
+        ctx = tiny_model.encode_actions([Action("W", "↓")])
+        h = tiny_model.embed_history(hist[None])
+        x, sig = noise, shifted_sigmas(3, 3.0).tolist()
+        for i in range(3):
+            x = x + (sig[i + 1] - sig[i]) * tiny_model(x, sig[i], ctx, h)
+    assert torch.equal(out, x[0])
+    guided = MVDTPipeline(tiny_model, num_steps=3, guidance_scale=5.0)
+    assert not torch.equal(guided.generate_latents(hist, Action("W", "↓"), noise=noise), out)
+    assert guided.sampler.num_evals == 6

@@ -109,3 +109,13 @@ def test_kernel_larger_than_frame_is_one_token():
     tokens = embed_history(hist, w, None, big)
     assert len(tokens) == 16 + 16 + 1
     assert tokens.tokens.shape == (2, 33, cfg.dim)
+
+
+def test_separable_kernel_resize_equals_bilinear_interpolation():
+    torch.manual_seed(1)
+    base = torch.randn(6, 5, 1, 2, 2)
+    for kh, kw in ((4, 4), (8, 4), (16, 16)):
+        ref = torch.nn.functional.interpolate(
+            base.reshape(30, 1, 2, 2), size=(kh, kw), mode="bilinear", align_corners=False
+        ).reshape(6, 5, 1, kh, kw) * 4 / (kh * kw)
+        torch.testing.assert_close(interpolated_kernel(base, kh, kw), ref)

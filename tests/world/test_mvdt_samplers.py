@@ -187,3 +187,14 @@ def test_four_step_sampling_and_registry():
         get_sampler("euler", eta=0.3)
     with pytest.raises(WorldError):
         get_sampler("euler", num_steps=0)
+
+
+def test_tts_sde_time_travel_visits_the_expected_noise_levels():
+    calls = []
+    s = TTSSDESampler(num_steps=4, guidance_scale=1.0, eta=0.0, interval=2, lookahead=2)
+    s(_toy_velocity(calls), _noise(), torch.full((1,), 0.3))
+    sig = shifted_sigmas(4, 3.0).tolist()
+    # Step 0: own velocity, roll 2 steps (sigma_1, sigma_2), velocity where it lands (sigma_3);
+    # step 2 has no room left to look ahead; steps 1 and 3 are plain.
+    expected = [sig[0], sig[1], sig[2], sig[3], sig[1], sig[2], sig[3]]
+    assert [sigma for _, sigma in calls] == pytest.approx(expected)

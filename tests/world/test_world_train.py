@@ -97,3 +97,21 @@ def test_distill_student_path(trained, tmp_path):
                                                           teacher.state_dict().values(),
                                                           strict=True))
     assert changed
+
+
+def test_x0_prediction_gives_velocity(trained):
+    # The shipped configs predict x0; forward must return the velocity (x_t - x0_hat) / sigma.
+    _, _, ckpt = trained
+    model = load_checkpoint(ckpt)
+    assert model.config.prediction == "x0"
+    cfg = model.config
+    x = torch.randn(1, cfg.latent_channels, cfg.chunk_latent_frames, cfg.latent_height,
+                    cfg.latent_width)
+    ctx = model.encode_actions([None])
+    with torch.no_grad():
+        v1 = model(x, 0.5, ctx)
+        v2 = model(x, 0.25, ctx)
+        model.config.prediction = "velocity"
+        head = model(x, 0.5, ctx)
+    torch.testing.assert_close(v1, (x - head) / 0.5)
+    assert not torch.allclose(v1, v2)

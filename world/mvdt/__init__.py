@@ -48,12 +48,17 @@ History: the first latent frame is always kept, newer frames are compressed by t
 ``cfg.history_schedule`` (reference section 3) and older ones dropped (:class:`HistoryBuffer`);
 history tokens are clean with per-token timestep 0 (Wan 2.2 TI2V-style modulation).
 
-Engine: :class:`world.mvdt.engine.MVDTWorld` (registry name ``"mvdt"``).
+Engine: :class:`world.mvdt.engine.MVDTWorld` (registry name ``"mvdt"``): ``reset(seed=...)``
+renders the first frame with the sandbox, ``reset(image=...)`` takes any image;
+``step(action) -> Chunk``. Its sampler comes from an optional ``sampler.json`` in the checkpoint
+folder, e.g. ``{"name": "euler", "params": {"num_steps": 4, "guidance_scale": 1.0}}`` for a
+distilled student (default: Euler, 50 steps, CFG 5), or from ``sampler=`` / ``sampler_params=``.
 """
 
 from world.mvdt.cache import ResidualCache, block_importance, least_important
 from world.mvdt.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
 from world.mvdt.config import PRESETS, MVDTConfig, preset
+from world.mvdt.engine import MVDTWorld, prepare_image
 from world.mvdt.masking import TokenMask, random_token_mask
 from world.mvdt.memory import HistoryBuffer, HistoryTokens, history_plan, history_token_count
 from world.mvdt.model import MVDTModel
@@ -69,9 +74,10 @@ from world.mvdt.training import (
 
 __all__ = [
     "DEFAULT_CHECKPOINT", "PRESETS", "SAMPLERS", "HistoryBuffer", "HistoryTokens", "MVDTConfig",
-    "MVDTModel", "MVDTPipeline", "PixelCodec", "ResidualCache", "Sampler", "TokenMask",
+    "MVDTModel", "MVDTPipeline", "MVDTWorld", "PixelCodec", "ResidualCache", "Sampler", "TokenMask",
     "add_noise", "block_importance", "codec_from_config", "flow_matching_loss", "get_sampler",
-    "history_plan", "history_token_count", "least_important", "load_checkpoint", "preset",
+    "history_plan", "history_token_count", "least_important", "load_checkpoint", "prepare_image",
+    "preset",
     "random_token_mask", "sample_timesteps", "save_checkpoint", "shift_sigma", "shifted_sigmas",
     "training_loss",
 ]

@@ -75,6 +75,12 @@ class MVDTConfig:
         Sigma in [0, 1] is fed to the time embedding as ``sigma * timestep_scale`` (Wan: 1000).
     rope_theta : float
         RoPE base.
+    prediction : {"velocity", "x0"}
+        What the network's head outputs. ``"velocity"`` (Wan/Yume): ``eps - x0`` directly.
+        ``"x0"``: the clean chunk, turned into the velocity ``(x_t - x0) / sigma`` inside
+        ``forward`` (x-prediction, Li & He 2025, "Back to Basics: Let Denoising Generative Models
+        Denoise"); needed when a token (e.g. a 16x16 pixel patch, 768 values) is wider than the
+        transformer, which cannot pass full-rank noise through its narrower hidden state.
     codec : dict
         How frames map to latents (data, interpreted by the engine): ``{"type": "pixel",
         "factor": 4}`` for space-to-depth pixels, or whatever :mod:`world.vae` records.
@@ -110,6 +116,7 @@ class MVDTConfig:
     cfg_drop_prob: float = 0.1
     timestep_scale: float = 1000.0
     rope_theta: float = 10000.0
+    prediction: str = "velocity"
     codec: dict[str, Any] = field(default_factory=lambda: {"type": "pixel", "factor": 4})
     version: int = CONFIG_VERSION
 
@@ -153,6 +160,8 @@ class MVDTConfig:
                                 "a kernel that is a multiple of the patch size")
         if self.history_first_kernel % ph or self.history_first_kernel % pw:
             problems.append("history_first_kernel must be a multiple of the patch size")
+        if self.prediction not in ("velocity", "x0"):
+            problems.append("prediction must be 'velocity' or 'x0'")
         if self.action_template not in ("14b", "5b"):
             problems.append("action_template must be '14b' or '5b'")
         if problems:

@@ -28,7 +28,7 @@ from torch import nn
 from world.mvdt.action_encoder import ActionEncoder, ActionLike, ActionTokenizer
 from world.mvdt.config import MVDTConfig
 from world.mvdt.masking import TokenMask, gather_tokens, scatter_tokens
-from world.mvdt.memory import HistoryTokens, embed_history
+from world.mvdt.memory import HistoryTokens, embed_history, patch_embed
 
 
 def rope_from_positions(
@@ -68,6 +68,9 @@ def grid_positions(frames: int, height: int, width: int, t0: int = 0,
     w = torch.arange(width, device=device)
     grid = torch.stack(torch.meshgrid(t, h, w, indexing="ij"), dim=-1)
     return grid.reshape(-1, 3).float()
+
+
+X0_SIGMA_MIN = 0.05  # smallest sigma divided by when converting an x0 prediction to velocity
 
 
 class MVDTModel(nn.Module):
@@ -120,6 +123,8 @@ class MVDTModel(nn.Module):
         self.norm_out = FP32LayerNorm(d, config.eps, elementwise_affine=False)
         self.proj_out = nn.Linear(d, c * math.prod(patch))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, d) / d**0.5)
+        self._kernel_cache: dict = {}
+        self._kernel_cache_key: tuple | None = None
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -157,9 +162,17 @@ class MVDTModel(nn.Module):
         if history.ndim == 4:
             history = history.unsqueeze(0)
         self._check_latents(history, "history")
+        weight = self.patch_embedding.weight
+        cache = None
+        if not torch.is_grad_enabled():
+            # Interpolated kernels depend only on the weights: reuse them while those are unchanged.
+            key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+            if self._kernel_cache_key != key:
+                self._kernel_cache, self._kernel_cache_key = {}, key
+            cache = self._kernel_cache
         return embed_history(
-            history, self.patch_embedding.weight, self.patch_embedding.bias, self.config,
-            self.history_level_embed,
+            history, weight, self.patch_embedding.bias, self.config, self.history_level_embed,
+            cache,
         )
 
     def _check_latents(self, x: torch.Tensor, what: str) -> None:
@@ -237,7 +250,7 @@ class MVDTModel(nn.Module):
         if mask is not None and cache is not None:
             raise ValueError("Residual caching is for inference; it cannot run with a token mask.")
 
-        chunk = self.patch_embedding(x).flatten(2).transpose(1, 2)  # (B, f*gh*gw, D)
+        chunk = patch_embed(x, self.patch_embedding.weight, self.patch_embedding.bias)
         n_hist, n_chunk = len(history), chunk.shape[1]
         pos_chunk = grid_positions(f, gh, gw, history.num_slots, x.device)
         pos_all = torch.cat([history.positions.to(x.device), pos_chunk], dim=0)
@@ -271,7 +284,27 @@ class MVDTModel(nn.Module):
         out = self.proj_out(out)
         c = cfg.latent_channels
         out = out.reshape(b, f, gh, gw, 1, ph, pw, c).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return out.reshape(b, c, f, gh * ph, gw * pw)
+        out = out.reshape(b, c, f, gh * ph, gw * pw)
+        if cfg.prediction == "x0":
+            # x-prediction: the head gives the clean chunk; the velocity follows from x_t. The
+            # floor on sigma keeps the 1/sigma factor bounded near the data end (as in JiT).
+            s = sigma.reshape(-1, 1, 1, 1, 1).to(out.dtype).clamp_min(X0_SIGMA_MIN)
+            out = (x - out) / s
+        return out
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    # diffusers-style conveniences over world.mvdt.checkpoint
+    def save_pretrained(self, directory, dtype: torch.dtype = torch.float32):
+        """Write ``config.json`` + ``model.safetensors`` (see :func:`save_checkpoint`)."""
+        from world.mvdt.checkpoint import save_checkpoint
+
+        return save_checkpoint(self, directory, dtype)
+
+    @classmethod
+    def from_pretrained(cls, directory, **kwargs) -> MVDTModel:
+        """Load a checkpoint folder safely (see :func:`load_checkpoint`)."""
+        from world.mvdt.checkpoint import load_checkpoint
+
+        return load_checkpoint(directory, **kwargs)
