@@ -157,7 +157,7 @@ def fig_ssvep_spectra(result: TrainingResult) -> Figure | None:
         spec = pxx[ep.y == cls].mean(axis=(0, 1))
         line = ax.semilogy(f[keep], spec[keep], label=cls, lw=1)[0]
         try:
-            from calibration.pipelines import parse_frequency
+            from control.estimators import parse_frequency
 
             ax.axvline(parse_frequency(cls), color=line.get_color(), ls=":", lw=1)
         except ValueError:

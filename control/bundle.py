@@ -41,10 +41,10 @@ META_FILE = "meta.json"
 # Types a bundle's pipeline may contain beyond those skops trusts by default (scikit-learn,
 # numpy, scipy basics). Anything else is refused: a bundle is data, not code.
 TRUSTED_TYPES: tuple[str, ...] = (
-    "calibration.pipelines.BandPass",
-    "calibration.pipelines.CCAClassifier",
-    "calibration.pipelines.FilterBankCCA",
-    "calibration.pipelines.OASCovariances",
+    "control.estimators.BandPass",
+    "control.estimators.CCAClassifier",
+    "control.estimators.FilterBankCCA",
+    "control.estimators.OASCovariances",
     "pyriemann.classification.MDM",
     "pyriemann.classification.FgMDM",
     "pyriemann.estimation.Covariances",

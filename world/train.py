@@ -272,8 +272,8 @@ def plot_loss(log_path: str | Path, out_png: str | Path, title: str = "MVDT trai
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "loss" in r]
+    every = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    rows = [r for r in every if "loss" in r]
     if not rows:
         return
     steps = np.array([r["step"] for r in rows])
@@ -284,10 +284,10 @@ def plot_loss(log_path: str | Path, out_png: str | Path, title: str = "MVDT trai
         k = max(len(loss) // 30, 3)
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
         ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
-    held = [r for r in rows if "heldout_loss" in r]
+    held = [r for r in every if "heldout_loss" in r]
     if held:
         ax.plot([r["step"] for r in held], [r["heldout_loss"] for r in held], "o-",
-                ms=3, label="held-out loss")
+                ms=3, label="held-out loss (EMA weights)")
     ax.set_xlabel("step")
     ax.set_ylabel("flow-matching loss")
     ax.set_yscale("log")
@@ -495,8 +495,9 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path
         shutil.copy2(ckpt / name, tmp / name)
     if (run / "log.jsonl").is_file():
         shutil.copy2(run / "log.jsonl", tmp / "training_log.jsonl")
-    if (run / "loss.png").is_file():
-        shutil.copy2(run / "loss.png", tmp / "loss.png")
+        meta = json.loads((ckpt / "training.json").read_text())
+        plot_loss(run / "log.jsonl", tmp / "loss.png",
+                  f"{meta.get('run', run.name)}: {meta.get('params', 0) / 1e6:.2f} M params")
     if idm_dir is not None:
         shutil.copytree(idm_dir, tmp / "idm")
     elif (dest / "idm").is_dir():

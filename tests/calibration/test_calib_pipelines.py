@@ -9,10 +9,11 @@ from sklearn.model_selection import cross_val_score
 
 from calibration.metrics import score_predictions, wolpaw_bits, wolpaw_itr
 from calibration.paradigm import SSVEPParadigm, SSVEPTarget, Timing
-from calibration.pipelines import CCAClassifier, FilterBankCCA, make_pipeline, parse_frequency
+from calibration.pipelines import make_pipeline
 from calibration.report import write_report
 from calibration.session import run_offline
 from calibration.training import TrainingConfig, train_decoder
+from control.estimators import CCAClassifier, FilterBankCCA, parse_frequency
 
 
 def test_wolpaw_itr_matches_the_reference_figures():
@@ -90,7 +91,7 @@ def test_fast_filter_and_covariances_match_the_reference_implementations():
     from pyriemann.estimation import Covariances
     from scipy.signal import sosfiltfilt
 
-    from calibration.pipelines import BandPass, OASCovariances
+    from control.estimators import BandPass, OASCovariances
 
     X = np.random.default_rng(0).standard_normal((4, 16, 250))
     bp = BandPass(250.0, 8.0, 30.0).fit()

@@ -115,3 +115,15 @@ def test_x0_prediction_gives_velocity(trained):
         head = model(x, 0.5, ctx)
     torch.testing.assert_close(v1, (x - head) / 0.5)
     assert not torch.allclose(v1, v2)
+
+
+def test_export_checkpoint(trained, tmp_path):
+    from world.train import export_checkpoint
+
+    tmp, cfg, _ = trained
+    dest = export_checkpoint(cfg.run_dir, tmp_path / "ship",
+                             sampler={"name": "euler", "params": {"num_steps": 4}})
+    names = {p.name for p in dest.iterdir()}
+    assert {"model.safetensors", "config.json", "training.json", "training_log.jsonl",
+            "loss.png", "sampler.json"} <= names
+    assert load_checkpoint(dest).config.frames_per_chunk == 2
