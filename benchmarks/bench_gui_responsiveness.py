@@ -77,7 +77,8 @@ def main() -> None:
           f"{'shown fps':>11}")
     for name, r in (("world server thread", threaded), ("GUI thread (comparison)", sync)):
         print(f"{name:<28}{r['p50']:>12.2f}{r['p99']:>12.2f}{r['max']:>10.1f}{r['fps']:>11.1f}")
-    print(f"p99 lag ratio GUI-thread / server-thread: {sync['p99'] / max(threaded['p99'], 1e-3):.1f}")
+    ratio = sync["p99"] / max(threaded["p99"], 1e-3)
+    print(f"p99 lag ratio GUI-thread / server-thread: {ratio:.1f}")
 
 
 if __name__ == "__main__":

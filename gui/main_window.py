@@ -305,10 +305,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- timers -----------------------------------------------------------------------------
     def _show_next_frame(self) -> None:
-        frames = self.server.frames()
+        frames = self.server.frames(limit=1)  # one frame per tick: the world's own pace
         if not frames:
             return
-        frame: Frame = frames[-1]  # if the display fell behind, show the newest
+        frame: Frame = frames[0]
         self.world_view.show_frame(frame.image)
         self.frames_shown += 1
         now = time.perf_counter()

@@ -39,16 +39,20 @@ class WorldServer:
     ----------
     engine : WorldEngine
         The world to run (already reset).
-    max_ready : int
-        How many frames may wait for display; the server pauses when they are not taken.
+    max_ready : int or None
+        How many frames may wait for display; the server pauses when they are not taken. The
+        default (one chunk) keeps the next chunk ready while the current one plays, and no more:
+        every frame in the queue is a frame of delay between a new action and the picture.
     idle_steps : bool
         If False, the engine is not stepped while the action is idle (the picture stays still and
         no compute is spent); if True, idle is stepped like any other action.
     """
 
-    def __init__(self, engine: WorldEngine, max_ready: int = 32, idle_steps: bool = False) -> None:
+    def __init__(self, engine: WorldEngine, max_ready: int | None = None,
+                 idle_steps: bool = False) -> None:
         self.engine = engine
         self.idle_steps = idle_steps
+        max_ready = max(int(engine.frames_per_step), 1) if max_ready is None else max_ready
         self._ready: queue.Queue[Frame] = queue.Queue(maxsize=max_ready)
         self._action = IDLE
         self._lock = threading.Lock()

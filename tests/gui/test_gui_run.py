@@ -80,3 +80,18 @@ def test_window_opens_under_xvfb(tmp_path):
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     kinds = [r["kind"] for r in read_event_log(folder / "session.jsonl")]
     assert kinds[0] == "window_started" and kinds[-1] == "window_closed"
+
+
+def test_lsl_command_lists_a_live_stream(capsys):
+    import uuid
+
+    from bci.lsl_outlet import MarkerOutlet
+
+    name = f"yume-list-{uuid.uuid4().hex[:8]}"
+    outlet = MarkerOutlet(name)
+    try:
+        code = main(["lsl", "--name", name, "--wait", "2"])
+    finally:
+        outlet.close()
+    out = capsys.readouterr().out
+    assert code == 0 and name in out and "irregular" in out

@@ -1,4 +1,4 @@
-"""The window, offscreen: a real Qt window with the sandbox world and BrainFlow's synthetic board."""
+"""The window, offscreen: a real Qt window, the sandbox world, BrainFlow's synthetic board."""
 
 import time
 
