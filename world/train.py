@@ -72,6 +72,9 @@ class TrainConfig:
     batch_size, lr, weight_decay, warmup_steps, grad_clip : training hyper-parameters.
     ema_decay : float
         Exponential moving average of the weights (the EMA model is the one shipped).
+    decay_fraction, final_lr_ratio : float
+        The learning rate decays linearly to ``final_lr_ratio * lr`` over the last
+        ``decay_fraction`` of the ``max_minutes`` budget (0 = constant after warm-up).
     max_steps, max_minutes : budget; training stops at whichever comes first (totals over
         resumes).
     save_every_minutes : float
@@ -94,6 +97,8 @@ class TrainConfig:
     warmup_steps: int = 200
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    decay_fraction: float = 0.0
+    final_lr_ratio: float = 0.1
     max_steps: int = 100_000
     max_minutes: float = 60.0
     save_every_minutes: float = 5.0
@@ -300,9 +305,17 @@ def plot_loss(log_path: str | Path, out_png: str | Path, title: str = "MVDT trai
 
 
 # --------------------------------------------------------------------------- training
-def _lr_at(step: int, cfg: TrainConfig) -> float:
+def _lr_at(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
+    """Linear warm-up, constant, then (time-budgeted runs) linear decay over the last
+    ``decay_fraction`` of ``max_minutes`` down to ``final_lr_ratio * lr``."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.decay_fraction > 0:
+        budget = cfg.max_minutes * 60.0
+        start = budget * (1.0 - cfg.decay_fraction)
+        if elapsed > start:
+            frac = min((elapsed - start) / (budget - start), 1.0)
+            return cfg.lr * (1.0 - frac * (1.0 - cfg.final_lr_ratio))
     return cfg.lr
 
 
@@ -427,7 +440,7 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
 
     while state["step"] < cfg.max_steps and time.perf_counter() - t_start < budget_s:
         for g in opt.param_groups:
-            g["lr"] = _lr_at(state["step"], cfg)
+            g["lr"] = _lr_at(state["step"], cfg, time.perf_counter() - t_start)
         loss, parts = training_loss(model, sampler.sample(cfg.batch_size))
         if not torch.isfinite(loss):
             ok = False
@@ -475,15 +488,17 @@ def _write_meta(ckpt_dir: Path, cfg: TrainConfig, state: dict, n_params: int) ->
 
 
 def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path | None = None,
-                      sampler: dict | None = None) -> Path:
+                      sampler: dict | None = None, weights: str = "ema") -> Path:
     """Copy a run's shippable files into ``dest``.
 
     ``dest`` receives the EMA checkpoint (``model.safetensors``, ``config.json``,
     ``training.json``), the run's ``log.jsonl`` (as ``training_log.jsonl``) and ``loss.png``,
     optionally the IDM (``idm/``) and a ``sampler.json`` (``{"name", "params"}``) naming the
     recommended sampler. The copy is made in a temporary folder and swapped in.
+    ``weights="raw"`` ships the last raw (non-EMA) weights of ``last/`` instead, for runs too
+    short for the EMA to catch up.
     """
-    from world.mvdt import load_checkpoint
+    from world.mvdt import MVDTConfig, MVDTModel, load_checkpoint
 
     run, dest = Path(run_dir), Path(dest)
     ckpt = run / "checkpoint"
@@ -493,9 +508,17 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path
     tmp.mkdir(parents=True)
     for name in ("model.safetensors", "config.json", "training.json"):
         shutil.copy2(ckpt / name, tmp / name)
+    if weights == "raw":
+        model = MVDTModel(MVDTConfig.load(run / "last" / "config.json"))
+        model.load_state_dict(load_file(str(run / "last" / "model.safetensors")))
+        save_checkpoint(model, tmp)
+    elif weights != "ema":
+        raise TrainError(f"weights must be 'ema' or 'raw', not {weights!r}.")
+    meta = json.loads((tmp / "training.json").read_text())
+    meta["weights"] = weights
+    (tmp / "training.json").write_text(json.dumps(meta, indent=1))
     if (run / "log.jsonl").is_file():
         shutil.copy2(run / "log.jsonl", tmp / "training_log.jsonl")
-        meta = json.loads((ckpt / "training.json").read_text())
         plot_loss(run / "log.jsonl", tmp / "loss.png",
                   f"{meta.get('run', run.name)}: {meta.get('params', 0) / 1e6:.2f} M params")
     if idm_dir is not None:

@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     headless = (not has_display()) if opts.headless is None else opts.headless
     if not headless:
         return run_window(opts)
+    if opts.decoder is not None:
+        raise ValueError("--decoder steers the world in the window; a headless run follows its "
+                         "scripted route. Run with a display (or under xvfb-run) to use it.")
     result = run_headless_session(opts)
     s = result.summary
     print(f"headless run: {s['frames']} frames of the {s['world']} world "

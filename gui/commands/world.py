@@ -51,6 +51,8 @@ def add_parser(sub) -> None:
     x.add_argument("--sampler", default=None,
                    help='recommended sampler as JSON, e.g. \'{"name": "euler", "params": '
                         '{"num_steps": 4, "guidance_scale": 1.0}}\'')
+    x.add_argument("--weights", choices=("ema", "raw"), default="ema",
+                   help="ship the EMA weights (default) or the last raw weights")
     x.set_defaults(func=run_export)
 
     i = ws.add_parser("idm", help="train the inverse-dynamics evaluator",
@@ -71,6 +73,10 @@ def add_parser(sub) -> None:
     s.add_argument("--data", default="runs/world/data/sandbox-64-train")
     s.add_argument("--out", default="runs/world/student")
     s.add_argument("--student-steps", type=int, default=4, help="sampler steps of the student")
+    s.add_argument("--teacher-steps", type=int, default=16, help="Euler steps of the teacher")
+    s.add_argument("--teacher-guidance", type=float, default=3.0,
+                   help="teacher's guidance scale (baked into the student)")
+    s.add_argument("--trajectories", type=int, default=64, help="teacher trajectories recorded")
     s.add_argument("--max-steps", type=int, default=500)
     s.add_argument("--max-minutes", type=float, default=20.0)
     s.add_argument("--threads", type=int, default=1)
@@ -127,7 +133,8 @@ def run_export(args: argparse.Namespace) -> int:
     from world.train import export_checkpoint
 
     sampler = json.loads(args.sampler) if args.sampler else None
-    print(f"exported: {export_checkpoint(args.run, args.out, args.idm, sampler)}")
+    out = export_checkpoint(args.run, args.out, args.idm, sampler, args.weights)
+    print(f"exported: {out}")
     return 0
 
 
@@ -144,7 +151,9 @@ def run_distill(args: argparse.Namespace) -> int:
     from world.distill import DistillConfig, distill
 
     cfg = DistillConfig(teacher=args.teacher, data=args.data, out=args.out,
-                        student_steps=args.student_steps, max_steps=args.max_steps,
+                        student_steps=args.student_steps, teacher_steps=args.teacher_steps,
+                        teacher_guidance=args.teacher_guidance, trajectories=args.trajectories,
+                        max_steps=args.max_steps,
                         max_minutes=args.max_minutes, threads=args.threads)
     print(f"student: {distill(cfg)}")
     return 0

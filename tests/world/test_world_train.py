@@ -127,3 +127,17 @@ def test_export_checkpoint(trained, tmp_path):
     assert {"model.safetensors", "config.json", "training.json", "training_log.jsonl",
             "loss.png", "sampler.json"} <= names
     assert load_checkpoint(dest).config.frames_per_chunk == 2
+
+
+def test_export_raw_weights(trained, tmp_path):
+    from world.train import export_checkpoint
+
+    _, cfg, _ = trained
+    dest = export_checkpoint(cfg.run_dir, tmp_path / "raw", weights="raw")
+    assert json.loads((dest / "training.json").read_text())["weights"] == "raw"
+    raw = load_checkpoint(dest).state_dict()
+    ema = load_checkpoint(f"{cfg.run_dir}/checkpoint").state_dict()
+    assert raw.keys() == ema.keys()
+    assert any(not torch.equal(raw[k], ema[k]) for k in raw)  # EMA (decay 0.9) lags the weights
+    with pytest.raises(TrainError):
+        export_checkpoint(cfg.run_dir, tmp_path / "bad", weights="best")
