@@ -23,3 +23,31 @@ def physionet_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"reference data not found at {path}")
     return path
+
+
+@pytest.fixture
+def qapp():
+    """The process's QApplication (offscreen)."""
+    from PyQt6 import QtWidgets
+
+    return QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+
+
+@pytest.fixture
+def pump(qapp):
+    """``pump(seconds, until=None)``: run the Qt event loop for up to ``seconds``; with
+    ``until``, stop as soon as it returns True and return whether it did."""
+    import time
+
+    from PyQt6 import QtCore
+
+    def run(seconds: float, until=None) -> bool:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            qapp.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 10)
+            if until is not None and until():
+                return True
+            time.sleep(0.003)
+        return False
+
+    return run

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
-from PyQt6 import QtCore, QtGui, QtTest, QtWidgets
+from PyQt6 import QtCore, QtGui, QtTest
 
 from control.actions import parse_action
 from control.hybrid import HybridController
@@ -16,18 +14,6 @@ from gui.ssvep_grid import SSVEPGrid, StimulusError, Target, square_is_exact, st
 
 CLASSES = ("rest", "left_hand", "right_hand")
 MAPPING = {"rest": "·", "left_hand": "←", "right_hand": "→"}
-
-
-@pytest.fixture
-def qapp():
-    return QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-
-
-def _pump(app, seconds):
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 10)
-        time.sleep(0.002)
 
 
 def test_panel_shows_policy_outputs(qapp):
@@ -126,14 +112,14 @@ def _grab(widget) -> np.ndarray:
     return arr[:, : img.width() * 3].reshape(img.height(), img.width(), 3).copy()
 
 
-def test_ssvep_grid_flickers_and_measures_refresh(qapp):
+def test_ssvep_grid_flickers_and_measures_refresh(qapp, pump):
     targets = [Target(f, label) for f, label in zip((8.0, 10.0, 12.0, 15.0), "WASD",
                                                      strict=True)]
     grid = SSVEPGrid(targets, refresh_hz=60.0, use_opengl=False)
     grid.resize(300, 300)
     grid.show()
     grid.start()
-    _pump(qapp, 0.6)
+    pump(0.6)
     assert grid.frame > 10
     measured = grid.measured_refresh_hz
     assert measured is not None and 20 < measured < 120  # a timer on a shared CI machine

@@ -1,9 +1,8 @@
 """The whole loop in the window: simulated imagery -> EEG -> LSL -> decoder -> policy -> world."""
 
-import time
 
 import pytest
-from PyQt6 import QtCore, QtTest, QtWidgets
+from PyQt6 import QtCore, QtTest
 
 from bci.simulated import ParticipantConfig
 from calibration.paradigm import MIParadigm, Timing
@@ -27,19 +26,8 @@ def bundle_path(tmp_path_factory):
     return save_bundle(result.bundle, folder / "decoder.zip")
 
 
-def _pump_until(app, predicate, seconds):
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 @pytest.mark.slow
-def test_imagined_left_hand_turns_the_world_left_and_panic_stops_it(bundle_path, tmp_path):
-    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+def test_imagined_left_hand_turns_the_world_left_and_panic_stops_it(bundle_path, tmp_path, pump):
     window = build_window(RunOptions(resolution=(64, 64), source="simulated",
                                      decoder=bundle_path, out=tmp_path))
     window.show()
@@ -47,16 +35,16 @@ def test_imagined_left_hand_turns_the_world_left_and_panic_stops_it(bundle_path,
     try:
         assert window.control_panel is not None and window.steering.keys_drive_intent
         # At rest nothing moves.
-        assert not _pump_until(app, lambda: not window.server.action.is_idle, 3.0)
+        assert not pump(3.0, until=lambda: not window.server.action.is_idle)
         # Holding Left makes the simulated participant imagine the left hand.
         QtTest.QTest.keyPress(window, QtCore.Qt.Key.Key_Left)
         assert window.steering.acquisition.source.participant.intent == "left_hand"
-        turned = _pump_until(app, lambda: str(window.server.action) == "←", 12.0)
+        turned = pump(12.0, until=lambda: str(window.server.action) == "←")
         assert turned, "the decoder never turned the world left"
         # Panic stop latches the world still whatever the decoder says.
         QtTest.QTest.keyPress(window, QtCore.Qt.Key.Key_Escape)
         assert window.server.action.is_idle
-        assert not _pump_until(app, lambda: not window.server.action.is_idle, 1.5)
+        assert not pump(1.5, until=lambda: not window.server.action.is_idle)
         QtTest.QTest.keyRelease(window, QtCore.Qt.Key.Key_Left)
     finally:
         window.close()

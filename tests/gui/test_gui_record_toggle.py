@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import time
 
-import pytest
-from PyQt6 import QtCore, QtWidgets
-
 from bci.acquisition import Acquisition
 from bci.recording import read_session
 from bci.simulated import ParticipantConfig, SimulatedParticipant
 from gui.record_toggle import RecordToggle
 
 
-@pytest.fixture
-def qapp():
-    return QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-
-
-def _pump(app, seconds):
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
-        time.sleep(0.005)
-
-
-def test_record_toggle_records_a_session(qapp, tmp_path):
+def test_record_toggle_records_a_session(qapp, tmp_path, pump):
     src = SimulatedParticipant(ParticipantConfig(sfreq=250.0, speed=4.0), seed=4)
     acq = Acquisition(src, seconds=5.0)
     widget = RecordToggle(acq, tmp_path, task="steer", config={"ui": True})
@@ -38,14 +23,14 @@ def test_record_toggle_records_a_session(qapp, tmp_path):
         assert widget.status.text() == "not recording"
         widget.button.click()  # a real click starts the recording
         assert widget.is_recording and widget.button.text() == "■ Stop"
-        _pump(qapp, 0.6)
+        pump(0.6)
         text = widget.status.text()
         assert text.startswith("● 00:0") and ("kB" in text or "MB" in text), text
         widget.add_event(widget.recorder.last_timestamp, 0.0, "cue")
         widget.button.click()
         deadline = time.monotonic() + 20
         while not stopped and time.monotonic() < deadline:
-            _pump(qapp, 0.05)
+            pump(0.05)
     finally:
         acq.stop()
     assert stopped == started and len(stopped) == 1

@@ -1,24 +1,11 @@
 """The window, offscreen: a real Qt window, the sandbox world, BrainFlow's synthetic board."""
 
-import time
 
 import numpy as np
 import pytest
-from PyQt6 import QtCore, QtGui, QtTest, QtWidgets
+from PyQt6 import QtCore, QtGui, QtTest
 
 from gui.app import RunOptions, build_window
-
-
-@pytest.fixture
-def qapp():
-    return QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
-
-
-def _pump(app, seconds):
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
-        time.sleep(0.005)
 
 
 def _grab(widget) -> np.ndarray:
@@ -29,13 +16,13 @@ def _grab(widget) -> np.ndarray:
     return arr[:, : img.width() * 3].reshape(img.height(), img.width(), 3).copy()
 
 
-def test_window_shows_world_that_moves_on_key_press_and_live_traces(qapp, tmp_path):
+def test_window_shows_world_that_moves_on_key_press_and_live_traces(qapp, tmp_path, pump):
     window = build_window(RunOptions(resolution=(128, 128), source="synthetic", out=tmp_path))
     window.resize(1000, 600)
     window.show()
     window.start()
     try:
-        _pump(qapp, 0.8)
+        pump(0.8)
         before = _grab(window.world_view)
         assert before.std() > 10, "the world view is blank"
 
@@ -43,7 +30,7 @@ def test_window_shows_world_that_moves_on_key_press_and_live_traces(qapp, tmp_pa
         QtTest.QTest.keyPress(window, QtCore.Qt.Key.Key_Right)
         assert str(window.server.action) == "W →"
         assert window.keys.lit == {"W", "Right"}
-        _pump(qapp, 1.0)
+        pump(1.0)
         QtTest.QTest.keyRelease(window, QtCore.Qt.Key.Key_W)
         QtTest.QTest.keyRelease(window, QtCore.Qt.Key.Key_Right)
         assert window.server.action.is_idle
@@ -68,7 +55,7 @@ def test_unknown_source_is_a_clear_error(tmp_path):
         build_window(RunOptions(source="telepathy", out=tmp_path))
 
 
-def test_record_button_records_session_with_action_events(qapp, tmp_path):
+def test_record_button_records_session_with_action_events(qapp, tmp_path, pump):
     from bci.recording import read_session
 
     window = build_window(RunOptions(resolution=(64, 64), source="synthetic", out=tmp_path))
@@ -77,11 +64,11 @@ def test_record_button_records_session_with_action_events(qapp, tmp_path):
     try:
         window.record.button.click()
         assert window.record.is_recording
-        _pump(qapp, 0.5)
+        pump(0.5)
         QtTest.QTest.keyPress(window, QtCore.Qt.Key.Key_A)
-        _pump(qapp, 0.7)
+        pump(0.7)
         QtTest.QTest.keyRelease(window, QtCore.Qt.Key.Key_A)
-        _pump(qapp, 0.3)
+        pump(0.3)
     finally:
         window.close()  # stops the recording and waits for its BIDS copy
     folder = window.record.last_folder

@@ -7,29 +7,11 @@ import torch
 
 from control.actions import Action
 from world.mvdt import (
-    MVDTModel,
     MVDTPipeline,
     ResidualCache,
     block_importance,
     least_important,
-    preset,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from threads, and on the shared 2-core machine a 2-thread pool
-    # contending with other jobs is many times slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return MVDTModel(preset("tiny")).eval()
 
 
 def _history(cfg, n=5):

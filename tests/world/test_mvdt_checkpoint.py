@@ -15,22 +15,6 @@ from world.mvdt import MVDTModel, load_checkpoint, preset, save_checkpoint
 from world.mvdt.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from threads, and on the shared 2-core machine a 2-thread pool
-    # contending with other jobs is many times slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return MVDTModel(preset("tiny")).eval()
-
-
 def _out(model):
     cfg = model.config
     g = torch.Generator().manual_seed(0)

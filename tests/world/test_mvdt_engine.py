@@ -10,25 +10,9 @@ from PIL import Image
 from control.actions import Action
 from control.motion import CameraState, MotionStep, apply_action
 from world.base import WorldEngine, WorldError
-from world.mvdt import MVDTModel, MVDTPipeline, PixelCodec, preset, save_checkpoint
+from world.mvdt import MVDTPipeline, PixelCodec, save_checkpoint
 from world.mvdt.engine import MVDTWorld, prepare_image
 from world.mvdt.memory import max_history_tokens
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from threads, and on the shared 2-core machine a 2-thread pool
-    # contending with other jobs is many times slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    return MVDTModel(preset("tiny")).eval()
 
 
 def _world(model, **kw):
@@ -36,15 +20,15 @@ def _world(model, **kw):
     return MVDTWorld(model=model, sampler_params=params, **kw)
 
 
-def test_is_a_world_engine_with_model_resolution(tiny_model):
-    world = _world(tiny_model)
+def test_is_a_world_engine_with_model_resolution(tiny):
+    world = _world(tiny)
     assert isinstance(world, WorldEngine) and world.name == "mvdt"
     assert (world.height, world.width) == (16, 16)
-    assert world.frames_per_step == tiny_model.config.chunk_latent_frames
+    assert world.frames_per_step == tiny.config.chunk_latent_frames
 
 
-def test_step_returns_frames_timestamps_and_commanded_poses(tiny_model):
-    world = _world(tiny_model, frame_rate=8.0)
+def test_step_returns_frames_timestamps_and_commanded_poses(tiny):
+    world = _world(tiny, frame_rate=8.0)
     first = world.reset(seed=1)
     assert first.frames.shape == (1, 16, 16, 3) and first.frames.dtype == np.uint8
     action = Action("W", "→")
@@ -66,8 +50,8 @@ def test_step_returns_frames_timestamps_and_commanded_poses(tiny_model):
         world.step(42)
 
 
-def test_reset_is_reproducible(tiny_model):
-    a, b = _world(tiny_model), _world(tiny_model)
+def test_reset_is_reproducible(tiny):
+    a, b = _world(tiny), _world(tiny)
     fa = [a.reset(seed=5).frames] + [a.step(Action("W")).frames for _ in range(2)]
     fb = [b.reset(seed=5).frames] + [b.step(Action("W")).frames for _ in range(2)]
     for x, y in zip(fa, fb, strict=True):
@@ -76,8 +60,8 @@ def test_reset_is_reproducible(tiny_model):
     assert not np.array_equal(other, fa[0])
 
 
-def test_120_steps_with_flat_token_count_and_memory(tiny_model):
-    world = _world(tiny_model)
+def test_120_steps_with_flat_token_count_and_memory(tiny):
+    world = _world(tiny)
     world.reset(seed=0)
     tokens, kept = [], []
     actions = [Action("W"), Action("·", "→"), Action("A", "↑"), Action("S+D", "↓←")]
@@ -85,7 +69,7 @@ def test_120_steps_with_flat_token_count_and_memory(tiny_model):
         chunk = world.step(actions[i % 4])
         tokens.append(chunk.info["history_tokens"])
         kept.append(len(world.history))
-    cfg = tiny_model.config
+    cfg = tiny.config
     assert max(tokens) <= max_history_tokens(cfg)
     assert len(set(tokens[20:])) == 1 and len(set(kept[20:])) == 1  # flat
     assert max(kept) == 1 + cfg.max_history_frames
@@ -93,8 +77,8 @@ def test_120_steps_with_flat_token_count_and_memory(tiny_model):
     assert chunk.timestamps[-1] == pytest.approx(120 * world.frames_per_step / world.frame_rate)
 
 
-def test_reset_from_images_of_any_size_and_mode(tiny_model, tmp_path):
-    world = _world(tiny_model)
+def test_reset_from_images_of_any_size_and_mode(tiny, tmp_path):
+    world = _world(tiny)
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (37, 51, 3), dtype=np.uint8)  # odd size, other aspect
     inputs = [
@@ -135,8 +119,8 @@ def test_reset_from_images_of_any_size_and_mode(tiny_model, tmp_path):
         ([1, 2, 3], "must be a file path"),
     ],
 )
-def test_bad_images_are_clear_errors(tiny_model, image, match):
-    world = _world(tiny_model)
+def test_bad_images_are_clear_errors(tiny, image, match):
+    world = _world(tiny)
     with pytest.raises(WorldError, match=match):
         world.reset(image=image)
 
@@ -153,8 +137,8 @@ def test_no_checkpoint_says_how_to_train(tmp_path):
         MVDTWorld(checkpoint=tmp_path / "nothing")
 
 
-def test_engine_from_checkpoint_with_sampler_file(tiny_model, tmp_path):
-    ck = save_checkpoint(tiny_model, tmp_path / "ck")
+def test_engine_from_checkpoint_with_sampler_file(tiny, tmp_path):
+    ck = save_checkpoint(tiny, tmp_path / "ck")
     (ck / "sampler.json").write_text(
         '{"name": "tts-sde", "params": {"num_steps": 2, "guidance_scale": 1.0, "eta": 0.0}}',
         encoding="utf-8")
@@ -164,22 +148,22 @@ def test_engine_from_checkpoint_with_sampler_file(tiny_model, tmp_path):
     assert world.step(Action("D")).frames.shape == (2, 16, 16, 3)
 
 
-def test_pipeline_frames_match_engine_codec(tiny_model):
+def test_pipeline_frames_match_engine_codec(tiny):
     codec = PixelCodec(2)
     frames = np.random.default_rng(1).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
     z = codec.encode(frames)
     assert z.shape == (12, 3, 8, 8)
     assert np.array_equal(codec.decode(z), frames)
-    pipe = MVDTPipeline(tiny_model, codec, num_steps=2, guidance_scale=1.0)
+    pipe = MVDTPipeline(tiny, codec, num_steps=2, guidance_scale=1.0)
     out, latents = pipe.generate_frames(z, Action("W"), torch.Generator().manual_seed(0))
     assert out.shape == (2, 16, 16, 3) and latents.shape == (12, 2, 8, 8)
 
 
-def test_registry_builds_mvdt_and_seed_renders_the_sandbox(tiny_model):
+def test_registry_builds_mvdt_and_seed_renders_the_sandbox(tiny):
     from world.registry import available_worlds, make_world
 
     assert "mvdt" in available_worlds()
-    world = make_world("mvdt", model=tiny_model, height=32, width=24,
+    world = make_world("mvdt", model=tiny, height=32, width=24,
                        sampler_params={"num_steps": 1, "guidance_scale": 1.0})
     first = world.reset(seed=4)
     assert first.info["source"] == "sandbox"
@@ -187,28 +171,28 @@ def test_registry_builds_mvdt_and_seed_renders_the_sandbox(tiny_model):
     assert world.step(Action("W")).frames.shape == (world.frames_per_step, 32, 24, 3)
     assert first.frames.std() > 0  # a rendered scene, not a blank frame
     with pytest.raises(WorldError, match="frames per step"):
-        make_world("mvdt", model=tiny_model, frames_per_step=7)
+        make_world("mvdt", model=tiny, frames_per_step=7)
     with pytest.raises(WorldError, match="Resolution"):
-        make_world("mvdt", model=tiny_model, height=-1, width=5)
+        make_world("mvdt", model=tiny, height=-1, width=5)
 
 
-def test_pipeline_cfg_one_is_the_conditional_model_alone(tiny_model):
+def test_pipeline_cfg_one_is_the_conditional_model_alone(tiny):
     from world.mvdt import shifted_sigmas
 
-    cfg = tiny_model.config
+    cfg = tiny.config
     g = torch.Generator().manual_seed(0)
     hist = torch.randn(cfg.latent_channels, 3, 8, 8, generator=g)
     noise = torch.randn(1, cfg.latent_channels, cfg.chunk_latent_frames, 8, 8, generator=g)
-    pipe = MVDTPipeline(tiny_model, num_steps=3, guidance_scale=1.0)
+    pipe = MVDTPipeline(tiny, num_steps=3, guidance_scale=1.0)
     out = pipe.generate_latents(hist, Action("W", "↓"), noise=noise)
     assert pipe.sampler.num_evals == 3
     with torch.no_grad():
-        ctx = tiny_model.encode_actions([Action("W", "↓")])
-        h = tiny_model.embed_history(hist[None])
+        ctx = tiny.encode_actions([Action("W", "↓")])
+        h = tiny.embed_history(hist[None])
         x, sig = noise, shifted_sigmas(3, 3.0).tolist()
         for i in range(3):
-            x = x + (sig[i + 1] - sig[i]) * tiny_model(x, sig[i], ctx, h)
+            x = x + (sig[i + 1] - sig[i]) * tiny(x, sig[i], ctx, h)
     assert torch.equal(out, x[0])
-    guided = MVDTPipeline(tiny_model, num_steps=3, guidance_scale=5.0)
+    guided = MVDTPipeline(tiny, num_steps=3, guidance_scale=5.0)
     assert not torch.equal(guided.generate_latents(hist, Action("W", "↓"), noise=noise), out)
     assert guided.sampler.num_evals == 6

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from world.mvdt import HistoryBuffer, MVDTModel, history_plan, history_token_count, preset
@@ -13,16 +12,6 @@ from world.mvdt.memory import (
     max_history_tokens,
     slot_positions,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from threads, and on the shared 2-core machine a 2-thread pool
-    # contending with other jobs is many times slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_plan_follows_the_reference_table():

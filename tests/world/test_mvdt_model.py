@@ -23,22 +23,6 @@ from world.mvdt.model import grid_positions, rope_from_positions
 from world.mvdt.training import drop_actions, sample_timesteps, shift_sigma
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from threads, and on the shared 2-core machine a 2-thread pool
-    # contending with other jobs is many times slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    return MVDTModel(preset("tiny")).eval()
-
-
 def _inputs(cfg, b=2, hist_frames=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     shape = (b, cfg.latent_channels, cfg.chunk_latent_frames, cfg.latent_height, cfg.latent_width)

@@ -10,16 +10,6 @@ from world.mvdt import get_sampler, shifted_sigmas
 from world.mvdt.samplers import AAMSampler, TTSSDESampler, blur_projection
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from threads, and on the shared 2-core machine a 2-thread pool
-    # contending with other jobs is many times slower.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _toy_velocity(calls=None):
     """A nonlinear velocity field; ``cond`` is a tensor shifting the target."""
 
