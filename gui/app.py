@@ -27,6 +27,7 @@ class RunOptions:
     resolution: tuple[int, int] = (256, 256)
     source: str = "simulated"
     decoder: Path | None = None
+    control_mode: str = "direct"
     out: Path = Path("runs")
     headless: bool | None = None  # None: decide from the display
     realtime: bool = True
@@ -104,6 +105,7 @@ def run_headless_session(opts: RunOptions):
 
 def build_window(opts: RunOptions):
     """Create (but do not show) the main window with its world server and acquisition."""
+    from control.policy import PolicyConfig
     from gui.main_window import MainWindow
     from gui.steering import Steering, decoder_control
     from world.server import WorldServer
@@ -114,7 +116,10 @@ def build_window(opts: RunOptions):
     log = EventLog(folder / "session.jsonl")
     acq = start_acquisition(source)
     try:
-        steering = Steering(acq, decoder_control(opts.decoder, acq)) if opts.decoder else None
+        steering = None
+        if opts.decoder:
+            policy = PolicyConfig(mode=opts.control_mode)
+            steering = Steering(acq, decoder_control(opts.decoder, acq, policy))
     except Exception:
         if acq is not None:
             acq.stop()

@@ -125,14 +125,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self.message = QtWidgets.QLabel()
         self.world_view = WorldView()
         self.keys = KeysWidget(self.keymap)
-        right = QtWidgets.QWidget()
-        rlay = QtWidgets.QVBoxLayout(right)
+        # Right side: traces above, panels below in a scroll area, with a draggable divider so
+        # the traces keep room however many panels there are.
+        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
+        panels = QtWidgets.QWidget()
+        rlay = QtWidgets.QVBoxLayout(panels)
         if acquisition is not None:
             self.traces: TracesWidget | None = TracesWidget(acquisition.buffer, acquisition.info)
-            rlay.addWidget(self.traces, 1)
+            right.addWidget(self.traces)
         else:
             self.traces = None
-            rlay.addWidget(QtWidgets.QLabel("No signal source."), 1)
+            right.addWidget(QtWidgets.QLabel("No signal source."))
         self.record: RecordToggle | None = None
         if acquisition is not None and record_dir is not None:
             self.record = RecordToggle(acquisition, out_dir=record_dir)
@@ -162,7 +165,14 @@ class MainWindow(QtWidgets.QMainWindow):
             lambda checked: self.panic("button") if checked else self.release())
         blay.addWidget(self.stop_button)
         rlay.addWidget(box)
+        rlay.addStretch(1)
         self.panels = rlay  # other panels (control, recording) are added here
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(panels)
+        right.addWidget(scroll)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 2)
 
         split = QtWidgets.QSplitter()
         split.addWidget(self.world_view)

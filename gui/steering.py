@@ -40,14 +40,16 @@ class Steering:
         Decoder + policy loop (see :func:`decoder_control`).
     hybrid : HybridController or None
         Priority rules; the default puts the keyboard above the decoder.
+    step_s : float
+        In discrete mode, how long one decoded command moves the world (seconds).
     """
 
     def __init__(self, acquisition: Acquisition | None = None,
                  online: OnlineControl | None = None,
-                 hybrid: HybridController | None = None) -> None:
+                 hybrid: HybridController | None = None, step_s: float = 1.0) -> None:
         self.acquisition = acquisition
         self.online = online
-        self.hybrid = hybrid or HybridController()
+        self.hybrid = hybrid or HybridController(timeouts={"decoder": step_s})
         self.decoder_enabled = online is not None
 
     @property
@@ -103,8 +105,18 @@ class Steering:
             outs = self.online.step(self.acquisition.buffer, now, self.acquisition.error)
             if self.decoder_enabled:
                 for out in outs:
-                    self.hybrid.submit_policy(out)
+                    self._submit(out)
         return SteeringTick(self.hybrid.resolve(now), outs)
+
+    def _submit(self, out: PolicyOutput) -> None:
+        if self.online.policy.config.mode != "discrete":
+            self.hybrid.submit_policy(out)
+        elif out.reason:  # forced idle (lost stream, bad input): stop at once
+            self.hybrid.clear("decoder")
+        elif out.command is not None:
+            # A discrete command moves the world for one step of `step_s` seconds (the
+            # decoder's hold timeout), not for one frame: 2 degrees would be invisible.
+            self.hybrid.submit("decoder", out.command, out.timestamp, held=True)
 
 
 def decoder_control(bundle_path: str | Path, acquisition: Acquisition,

@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--decoder", type=Path, default=None,
                    help="decoder bundle from `yume train`: decoded brain signals steer the world "
                         "(the keyboard still overrides; Esc is the panic stop)")
+    p.add_argument("--control-mode", choices=("direct", "discrete"), default="direct",
+                   help="decoder control: direct = the action lasts while the class is held; "
+                        "discrete = each detection moves the world for one second")
     p.add_argument("--out", type=Path, default=Path("runs"), help="folder for session outputs")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--headless", dest="headless", action="store_true", default=None,
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from gui.app import RunOptions, has_display, run_headless_session, run_window
 
     opts = RunOptions(world=args.world, seed=args.seed, resolution=args.resolution,
-                      source=args.source, decoder=args.decoder, out=args.out,
+                      source=args.source, decoder=args.decoder,
+                      control_mode=args.control_mode, out=args.out,
                       headless=args.headless,
                       realtime=not args.fast, max_seconds=args.max_seconds)
     headless = (not has_display()) if opts.headless is None else opts.headless
