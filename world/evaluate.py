@@ -215,10 +215,11 @@ def _make_cache(model, codec, cfg: EvalConfig, first_frames: np.ndarray):
     if cfg.cache_blocks <= 0 or cfg.cache_reuse <= 0:
         return None, None
     mc = model.config
+    n = min(2, len(first_frames))
     x = torch.stack([codec.encode(np.repeat(f[None], mc.frames_per_chunk, 0))
-                     for f in first_frames[:2]])
-    hist = torch.stack([codec.encode(f[None]) for f in first_frames[:2]])
-    ctx = model.encode_actions([Action("W"), Action("·", "→")])
+                     for f in first_frames[:n]])
+    hist = torch.stack([codec.encode(f[None]) for f in first_frames[:n]])
+    ctx = model.encode_actions([Action("W"), Action("·", "→")][:n])
     scores = block_importance(model, x, ctx, hist, num_steps=max(cfg.num_steps, 4),
                               shift=mc.flow_shift)
     blocks = least_important(scores, cfg.cache_blocks)
