@@ -21,9 +21,15 @@ from pyriemann.spatialfilters import CSP
 from pyriemann.tangentspace import TangentSpace
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.pipeline import Pipeline
 
-from control.estimators import BandPass, CCAClassifier, FilterBankCCA, OASCovariances
+from control.estimators import (
+    BandPass,
+    CCAClassifier,
+    FilterBankCCA,
+    OASCovariances,
+    SequentialUnion,
+)
 
 MI_PIPELINES = ("csp_lda", "fbcsp_lda", "ts_lr", "mdm")
 SSVEP_PIPELINES = ("cca", "fbcca")
@@ -80,7 +86,7 @@ def make_pipeline(name: str, sfreq: float, band: tuple[float, float] = (8.0, 30.
                                            ("csp", CSP(nfilter=min(n_components, 4), log=True))]))
             for lo, hi in bands
         ]
-        steps = [("bank", FeatureUnion(branches)),
+        steps = [("bank", SequentialUnion(branches)),
                  ("lda", LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"))]
     elif name == "ts_lr":
         steps = [("filter", BandPass(sfreq, l_freq, h_freq)), ("cov", _covariances()),

@@ -45,6 +45,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "control.estimators.CCAClassifier",
     "control.estimators.FilterBankCCA",
     "control.estimators.OASCovariances",
+    "control.estimators.SequentialUnion",
     "pyriemann.classification.MDM",
     "pyriemann.classification.FgMDM",
     "pyriemann.estimation.Covariances",

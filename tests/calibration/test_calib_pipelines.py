@@ -97,3 +97,18 @@ def test_fast_filter_and_covariances_match_the_reference_implementations():
     bp = BandPass(250.0, 8.0, 30.0).fit()
     assert np.allclose(bp.transform(X), sosfiltfilt(bp.sos_, X, axis=-1))
     assert np.allclose(OASCovariances().fit_transform(X), Covariances("oas").fit_transform(X))
+
+
+def test_sequential_union_matches_feature_union():
+    from sklearn.pipeline import FeatureUnion
+
+    from control.estimators import SequentialUnion
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 8, 250)) * 10
+    y = np.repeat([0, 1], 20)
+    pipe = make_pipeline("fbcsp_lda", 250.0).fit(X, y)
+    bank = pipe.named_steps["bank"]
+    assert isinstance(bank, SequentialUnion)
+    reference = FeatureUnion(bank.transformer_list)
+    np.testing.assert_allclose(bank.transform(X[:5]), reference.transform(X[:5]))
