@@ -18,13 +18,13 @@ state carried across chunks.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.signal import butter, sosfilt, sosfilt_zi
 
+from bci.lsl_outlet import ValueOutlet
 from control.policy import ControlPolicy, PolicyOutput
 
 logger = logging.getLogger(__name__)
@@ -269,43 +269,27 @@ class OnlineDecoder:
             return self.pipeline.predict_proba(X)
 
 
-class ProbabilityOutlet:
-    """Publish class probabilities on LSL: one float32 channel per class, stamped per window.
+class ProbabilityOutlet(ValueOutlet):
+    """Class probabilities on LSL: one float32 channel per class, one sample per decoded
+    window, stamped with the window's timestamp (irregular rate, as labs expect of decisions).
 
     Parameters
     ----------
     classes : sequence of str
         Channel labels.
-    rate : float
-        Nominal rate (1 / step), 0 for irregular.
     name, source_id : str
-        LSL stream name and source id (a fresh uuid by default).
+        LSL stream name and source id (unique by default).
     """
 
-    def __init__(self, classes: Sequence[str], rate: float = 0.0,
-                 name: str = "Yume decoder probabilities", source_id: str | None = None) -> None:
-        import pylsl
-
+    def __init__(self, classes: Sequence[str], name: str = "Yume decoder probabilities",
+                 source_id: str | None = None) -> None:
+        super().__init__(name, tuple(classes), source_id=source_id)
         self.classes = tuple(classes)
-        self.source_id = source_id or f"yume-proba-{uuid.uuid4().hex[:8]}"
-        info = pylsl.StreamInfo(name, "Probabilities", len(self.classes), float(rate),
-                                pylsl.cf_float32, self.source_id)
-        chans = info.desc().append_child("channels")
-        for c in self.classes:
-            ch = chans.append_child("channel")
-            ch.append_child_value("label", c)
-            ch.append_child_value("unit", "probability")
-        self.name = name
-        self._outlet = pylsl.StreamOutlet(info)
 
-    def push(self, windows: Sequence[DecodedWindow]) -> None:
+    def push_windows(self, windows: Sequence[DecodedWindow]) -> None:
         """Send each window's probabilities with its timestamp."""
         for w in windows:
-            self._outlet.push_sample(np.asarray(w.probabilities, dtype=np.float32).tolist(),
-                                     w.timestamp)
-
-    def close(self) -> None:
-        self._outlet = None
+            self.push(w.probabilities, w.timestamp)
 
 
 class OnlineControl:
@@ -388,7 +372,7 @@ class OnlineControl:
             logger.exception("Decoding failed")
             return [self._stop(f"decoding failed: {err}")]
         if self.outlet is not None and windows:
-            self.outlet.push(windows)
+            self.outlet.push_windows(windows)
         outs = []
         for w in windows:
             self._policy_t = self._policy_time(w)

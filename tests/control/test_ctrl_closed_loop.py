@@ -51,7 +51,7 @@ def test_closed_loop_over_lsl(tmp_path):
         decoder = OnlineDecoder.from_bundle(bundle)
         decoder.bind(inlet.info)
         policy = ControlPolicy(bundle.classes, bundle.actions, PolicyConfig(), step_s=0.25)
-        outlet = ProbabilityOutlet(bundle.classes, rate=0.0, name=f"{name}-proba")
+        outlet = ProbabilityOutlet(bundle.classes, name=f"{name}-proba")
         loop = OnlineControl(decoder, policy, outlet=outlet, time_scale=SPEED, stale_s=0.5)
         proba_inlet = pylsl.StreamInlet(
             pylsl.resolve_byprop("source_id", outlet.source_id, timeout=5.0)[0])

@@ -148,7 +148,7 @@ def test_causal_filter_is_stateful_across_chunks(pipe):
 
 def test_probability_outlet_over_lsl():
     name = f"proba-{uuid.uuid4().hex[:8]}"
-    out = ProbabilityOutlet(("rest", "left_hand"), rate=10.0, name=name)
+    out = ProbabilityOutlet(("rest", "left_hand"), name=name)
     found = pylsl.resolve_byprop("source_id", out.source_id, timeout=5.0)
     assert found
     inlet = pylsl.StreamInlet(found[0])
@@ -158,7 +158,7 @@ def test_probability_outlet_over_lsl():
     assert ch.child_value("label") == "rest"
     from control.online import DecodedWindow
     t0 = pylsl.local_clock()
-    out.push([DecodedWindow(t0 + i * 0.1, np.array([0.25, 0.75]), i) for i in range(5)])
+    out.push_windows([DecodedWindow(t0 + i * 0.1, np.array([0.25, 0.75]), i) for i in range(5)])
     samples, stamps = [], []
     for _ in range(50):
         s, t = inlet.pull_chunk(timeout=0.1)
