@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -11,7 +12,10 @@ import numpy as np
 from pylsl import local_clock
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``json.dumps(default=...)`` fallback for arrays, numpy scalars, dataclasses and paths."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"type": type(value).__name__, **dataclasses.asdict(value)}
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
@@ -44,7 +48,7 @@ class EventLog:
     def log(self, kind: str, t: float | None = None, **fields: Any) -> dict:
         """Write one event; ``t`` defaults to now on the LSL clock. Returns the record."""
         record = {"t": local_clock() if t is None else float(t), "kind": kind, **fields}
-        self._file.write(json.dumps(record, default=_jsonable, ensure_ascii=False) + "\n")
+        self._file.write(json.dumps(record, default=jsonable, ensure_ascii=False) + "\n")
         self._file.flush()
         self._count += 1
         if self._count % self._fsync_every == 0:

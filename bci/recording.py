@@ -10,7 +10,6 @@ read with :func:`read_session`. The folder layout is described in :mod:`bci.sess
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import logging
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from pylsl import local_clock
 
-from bci.eventlog import EventLog
+from bci.eventlog import EventLog, jsonable
 from bci.session_files import (
     CONFIG_FILE,
     EVENTS_FILE,
@@ -78,17 +77,6 @@ def new_session_dir(root: str | os.PathLike, subject: str = "01", session: str =
         path = base.with_name(f"{base.name}-{i}")
     return path
 
-
-def _jsonable(obj):
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {"type": type(obj).__name__, **dataclasses.asdict(obj)}
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
 
 
 class Recorder:
@@ -166,7 +154,7 @@ class Recorder:
             "first_sample_unix": None,
         }
         write_json_atomic(self.session_dir / SESSION_FILE, self._meta)
-        cfg = json.loads(json.dumps(config if config is not None else {}, default=_jsonable))
+        cfg = json.loads(json.dumps(config if config is not None else {}, default=jsonable))
         write_json_atomic(self.session_dir / CONFIG_FILE, cfg)
         write_brainvision_header(raw_dir, info)
         self._eeg = open(raw_dir / RAW_EEG, "ab")

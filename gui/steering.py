@@ -53,10 +53,6 @@ class Steering:
         self.decoder_enabled = online is not None
 
     @property
-    def classes(self) -> tuple[str, ...]:
-        return self.online.policy.classes if self.online is not None else ()
-
-    @property
     def keys_drive_intent(self) -> bool:
         """True when the keyboard plays the simulated participant instead of steering.
 

@@ -51,3 +51,19 @@ def pump(qapp):
         return False
 
     return run
+
+
+@pytest.fixture
+def grab(qapp):
+    """``grab(widget)``: a screenshot of a widget as an RGB uint8 array (H, W, 3)."""
+    import numpy as np
+    from PyQt6 import QtGui
+
+    def shot(widget) -> np.ndarray:
+        img = widget.grab().toImage().convertToFormat(QtGui.QImage.Format.Format_RGB888)
+        ptr = img.constBits()
+        ptr.setsize(img.sizeInBytes())
+        arr = np.frombuffer(ptr, np.uint8).reshape(img.height(), img.bytesPerLine())
+        return arr[:, : img.width() * 3].reshape(img.height(), img.width(), 3).copy()
+
+    return shot

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PyQt6 import QtCore, QtGui, QtTest
+from PyQt6 import QtCore, QtTest
 
 from control.actions import parse_action
 from control.hybrid import HybridController
@@ -104,15 +104,7 @@ def test_luminance_is_frame_locked():
         stimulus_luminance(0, 10.0, 60.0, waveform="triangle")
 
 
-def _grab(widget) -> np.ndarray:
-    img = widget.grab().toImage().convertToFormat(QtGui.QImage.Format.Format_RGB888)
-    ptr = img.constBits()
-    ptr.setsize(img.sizeInBytes())
-    arr = np.frombuffer(ptr, np.uint8).reshape(img.height(), img.bytesPerLine())
-    return arr[:, : img.width() * 3].reshape(img.height(), img.width(), 3).copy()
-
-
-def test_ssvep_grid_flickers_and_measures_refresh(qapp, pump):
+def test_ssvep_grid_flickers_and_measures_refresh(qapp, pump, grab):
     targets = [Target(f, label) for f, label in zip((8.0, 10.0, 12.0, 15.0), "WASD",
                                                      strict=True)]
     grid = SSVEPGrid(targets, refresh_hz=60.0, use_opengl=False)
@@ -126,7 +118,7 @@ def test_ssvep_grid_flickers_and_measures_refresh(qapp, pump):
     # Target 0 (top-left cell) is drawn with the luminance of the current frame.
     grid.stop()
     frame = grid.frame
-    img = _grab(grid.canvas)
+    img = grab(grid.canvas)
     expected = stimulus_luminance(frame, 8.0, 60.0)
     centre = img[75 - 40, 75 - 40]  # inside the top-left square, away from its label
     assert abs(int(centre[0]) - 255 * expected) <= 3

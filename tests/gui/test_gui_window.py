@@ -3,27 +3,19 @@
 
 import numpy as np
 import pytest
-from PyQt6 import QtCore, QtGui, QtTest
+from PyQt6 import QtCore, QtTest
 
 from gui.app import RunOptions, build_window
 
 
-def _grab(widget) -> np.ndarray:
-    img = widget.grab().toImage().convertToFormat(QtGui.QImage.Format.Format_RGB888)
-    ptr = img.constBits()
-    ptr.setsize(img.sizeInBytes())
-    arr = np.frombuffer(ptr, np.uint8).reshape(img.height(), img.bytesPerLine())
-    return arr[:, : img.width() * 3].reshape(img.height(), img.width(), 3).copy()
-
-
-def test_window_shows_world_that_moves_on_key_press_and_live_traces(qapp, tmp_path, pump):
+def test_window_shows_world_that_moves_on_key_press_and_live_traces(qapp, tmp_path, pump, grab):
     window = build_window(RunOptions(resolution=(128, 128), source="synthetic", out=tmp_path))
     window.resize(1000, 600)
     window.show()
     window.start()
     try:
         pump(0.8)
-        before = _grab(window.world_view)
+        before = grab(window.world_view)
         assert before.std() > 10, "the world view is blank"
 
         QtTest.QTest.keyPress(window, QtCore.Qt.Key.Key_W)
@@ -34,7 +26,7 @@ def test_window_shows_world_that_moves_on_key_press_and_live_traces(qapp, tmp_pa
         QtTest.QTest.keyRelease(window, QtCore.Qt.Key.Key_W)
         QtTest.QTest.keyRelease(window, QtCore.Qt.Key.Key_Right)
         assert window.server.action.is_idle
-        after = _grab(window.world_view)
+        after = grab(window.world_view)
         assert np.abs(after.astype(int) - before.astype(int)).mean() > 5, "frame did not change"
         assert window.frames_shown > 5
 
