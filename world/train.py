@@ -81,6 +81,10 @@ class TrainConfig:
         How often ``last/`` and ``checkpoint/`` are rewritten.
     log_every : int
         Steps between log lines.
+    init_from : str
+        Checkpoint folder (or run folder's ``checkpoint/``) whose weights start a new run: every
+        parameter of the same name and shape is copied, parameters the checkpoint lacks (such as
+        a newly added refiner) keep their initialisation. Ignored when resuming.
     threads : int
         ``torch.set_num_threads`` (the dev machine has 2 shared cores: 1 leaves one free).
     seed : int
@@ -105,6 +109,7 @@ class TrainConfig:
     log_every: int = 10
     threads: int = 1
     seed: int = 0
+    init_from: str = ""
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -344,6 +349,34 @@ def heldout_loss(model, sampler: ChunkSampler, batches: int = 4, batch_size: int
     return float(np.mean(values))
 
 
+def warm_start(model, checkpoint_dir: str | Path) -> list[str]:
+    """Copy the weights of a checkpoint into ``model`` where names and shapes match.
+
+    Returns the names of the parameters left at their initialisation. A checkpoint that shares
+    nothing with the model, or has a parameter of another shape, raises :class:`TrainError`.
+    """
+    path = Path(checkpoint_dir) / "model.safetensors"
+    if not path.is_file():
+        raise TrainError(f"No model.safetensors in {checkpoint_dir} to start from; train the "
+                         "earlier stage first or clear init_from.")
+    try:
+        weights = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for damaged files
+        raise TrainError(f"Cannot read {path} ({err}); the file is damaged.") from err
+    own = model.state_dict()
+    bad = [k for k, v in weights.items() if k in own and own[k].shape != v.shape]
+    shared = [k for k in weights if k in own]
+    if bad or not shared:
+        why = f"shapes differ for {', '.join(bad[:3])}" if bad else "no shared weights"
+        raise TrainError(f"The checkpoint in {checkpoint_dir} is of another architecture "
+                         f"({why}); start from a matching one.")
+    model.load_state_dict({k: weights[k].to(own[k].dtype) for k in shared}, strict=False)
+    fresh = [k for k in own if k not in weights]
+    logger.info("warm start from %s: %d tensors copied, %d new", checkpoint_dir, len(shared),
+                len(fresh))
+    return fresh
+
+
 def train(config: TrainConfig | str | Path, progress: bool = True,
           max_steps: int | None = None) -> Path:
     """Run (or resume) training; returns the shippable checkpoint folder.
@@ -396,6 +429,8 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
 
     torch.manual_seed(cfg.seed)
     model = MVDT(model_config)
+    if cfg.init_from and not resume:
+        warm_start(model, cfg.init_from)
     ema = MVDT(model_config)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)

@@ -255,3 +255,55 @@ def test_tiny_model_fits_a_fixed_batch():
         opt.step()
         losses.append(float(loss.detach()))
     assert sum(losses[-4:]) < 0.8 * sum(losses[:4])
+
+
+def test_refiner_starts_as_identity_then_sharpens_from_the_reference():
+    torch.manual_seed(0)
+    plain = MVDTModel(preset("tiny", prediction="x0")).eval()
+    torch.manual_seed(0)
+    refined = MVDTModel(preset("tiny", prediction="x0", refiner_channels=8)).eval()
+    assert refined.num_parameters() == refined.config.num_parameters()
+    # Zero-initialised last layer: the fresh refiner changes nothing (a warm start is exact).
+    refined.load_state_dict(plain.state_dict(), strict=False)
+    x, hist = _inputs(plain.config)
+    ctx = plain.encode_actions([Action("W"), None])
+    with torch.no_grad():
+        assert torch.equal(plain(x, 0.7, ctx, hist), refined(x, 0.7, ctx, hist))
+    # The refiner reads the newest history frame, uncompressed.
+    tokens = refined.embed_history(hist)
+    assert torch.equal(tokens.reference, hist[:, :, -1])
+    assert tokens.repeat(2).reference.shape == hist[:, :, -1].shape
+    torch.nn.init.normal_(refined.refiner.net[-1].weight, std=0.1)
+    with torch.no_grad():
+        a = refined(x, 0.7, ctx, hist)
+        hist2 = hist.clone()
+        hist2[:, :, -1] += 1.0
+        assert not torch.equal(a, refined(x, 0.7, ctx, hist2))
+        assert refined(x, 0.7, ctx, None).shape == x.shape  # no history: zero reference
+
+
+def test_refiner_and_history_noise_config_checks():
+    with pytest.raises(WorldError, match="refiner_channels"):
+        preset("tiny", refiner_channels=8)  # needs x0 prediction
+    with pytest.raises(WorldError, match="history_noise"):
+        preset("tiny", history_noise=-0.1)
+
+
+def test_history_noise_perturbs_only_the_context():
+    torch.manual_seed(0)
+    cfg = preset("tiny", prediction="x0", cfg_drop_prob=0.0, history_noise=0.5)
+    model = MVDTModel(cfg)
+    x, hist = _inputs(cfg)
+    batch = {"history": hist, "target": x, "actions": [Action("W")] * 2}
+    clean_model = MVDTModel(cfg.replace(history_noise=0.0))
+    clean_model.load_state_dict(model.state_dict())
+
+    def loss(m, b):
+        # Same generator seed: same timesteps and target noise; the context noise comes last.
+        return training_loss(m, b, generator=torch.Generator().manual_seed(3), masked=False)[0]
+
+    noisy, clean = loss(model, batch), loss(clean_model, batch)
+    assert torch.isfinite(noisy) and not torch.isclose(noisy, clean)
+    # Without history there is nothing to perturb: same loss.
+    nohist = {**batch, "history": None}
+    assert torch.equal(loss(model, nohist), loss(clean_model, nohist))

@@ -141,3 +141,24 @@ def test_export_raw_weights(trained, tmp_path):
     assert any(not torch.equal(raw[k], ema[k]) for k in raw)  # EMA (decay 0.9) lags the weights
     with pytest.raises(TrainError):
         export_checkpoint(cfg.run_dir, tmp_path / "bad", weights="best")
+
+
+def test_warm_start_into_a_model_with_a_refiner(trained, tmp_path):
+    from world.mvdt import MVDTModel
+    from world.train import warm_start
+
+    _, _, ckpt = trained
+    base = load_checkpoint(ckpt)
+    grown = MVDTModel(base.config.replace(prediction="x0", refiner_channels=4))
+    fresh = warm_start(grown, ckpt)
+    assert fresh and all(k.startswith("refiner.") for k in fresh)
+    for k, v in base.state_dict().items():
+        assert torch.equal(grown.state_dict()[k], v)
+    with pytest.raises(TrainError, match="No model.safetensors"):
+        warm_start(grown, tmp_path)
+    other = MVDTModel(base.config.replace(dim=32, num_heads=2))
+    with pytest.raises(TrainError, match="another architecture"):
+        warm_start(other, ckpt)
+    (tmp_path / "model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(TrainError, match="damaged"):
+        warm_start(grown, tmp_path)

@@ -10,6 +10,7 @@ or truncated file, or a pickle renamed to ``.safetensors`` all raise a one-sente
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -29,9 +30,15 @@ FORMAT = "yume-mvdt"
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "mvdt-sandbox"
 
 
-def config_hash(config: MVDTConfig) -> str:
-    """SHA-256 of the canonical JSON of a config (stored in the weights' metadata)."""
-    return hashlib.sha256(config.to_json().encode("utf-8")).hexdigest()
+def config_hash(config: MVDTConfig | dict) -> str:
+    """SHA-256 of the canonical JSON of a config (stored in the weights' metadata).
+
+    Hashing the keys as written (a dict read from ``config.json``) rather than the re-built
+    dataclass keeps older checkpoints loadable when a later version adds a field with a default.
+    """
+    data = config.to_dict() if isinstance(config, MVDTConfig) else config
+    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def save_checkpoint(
@@ -110,7 +117,8 @@ def load_checkpoint(
     if meta.get("format") != FORMAT:
         raise WorldError(f"{weights} is not an MVDT checkpoint (format {meta.get('format')!r}); "
                          "pick a folder saved by save_checkpoint.")
-    if meta.get("config_sha256") != config_hash(config):
+    written = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
+    if meta.get("config_sha256") != config_hash(written):
         raise WorldError(f"{weights} was saved with a different config.json than the one in "
                          f"{directory}; put the matching config.json back or re-save the model.")
     model = MVDTModel(config)

@@ -81,6 +81,17 @@ class MVDTConfig:
         ``forward`` (x-prediction, Li & He 2025, "Back to Basics: Let Denoising Generative Models
         Denoise"); needed when a token (e.g. a 16x16 pixel patch, 768 values) is wider than the
         transformer, which cannot pass full-rank noise through its narrower hidden state.
+    refiner_channels : int
+        Width of the convolutional refiner of the x0 prediction (0 = none; x0 prediction only).
+        It sees the transformer's coarse prediction, the newest clean history frame and the noisy
+        chunk at latent resolution and adds a correction. Wan I2V gives its DiT the conditioning
+        frame as extra input channels for the same reason: a token wider than the transformer
+        (a 16x16 pixel patch is 768 values) cannot carry texture through it, so without a
+        per-position path from the last frame every generated frame comes out blurred.
+    history_noise : float
+        Largest standard deviation of Gaussian noise added to the history latents in training
+        (drawn uniformly per example), so the model learns to continue from imperfect frames
+        such as its own, which keeps long autoregressive runs from degrading.
     codec : dict
         How frames map to latents (data, interpreted by the engine): ``{"type": "pixel",
         "factor": 4}`` for space-to-depth pixels, or whatever :mod:`world.vae` records.
@@ -117,6 +128,8 @@ class MVDTConfig:
     timestep_scale: float = 1000.0
     rope_theta: float = 10000.0
     prediction: str = "velocity"
+    refiner_channels: int = 0
+    history_noise: float = 0.0
     codec: dict[str, Any] = field(default_factory=lambda: {"type": "pixel", "factor": 4})
     version: int = CONFIG_VERSION
 
@@ -162,6 +175,10 @@ class MVDTConfig:
             problems.append("history_first_kernel must be a multiple of the patch size")
         if self.prediction not in ("velocity", "x0"):
             problems.append("prediction must be 'velocity' or 'x0'")
+        if self.refiner_channels < 0 or (self.refiner_channels and self.prediction != "x0"):
+            problems.append("refiner_channels must be >= 0 and needs prediction 'x0'")
+        if self.history_noise < 0:
+            problems.append("history_noise must be >= 0")
         if self.action_template not in ("14b", "5b"):
             problems.append("action_template must be '14b' or '5b'")
         if problems:
@@ -205,6 +222,9 @@ class MVDTConfig:
         cond = self.freq_dim * d + d + d * d + d + d * 6 * d + 6 * d + a * d + d + d * d + d
         embed = c * p * d + d + (len(self.history_schedule) + 1) * d + d
         out = d * c * p + c * p + 2 * d
+        r = self.refiner_channels
+        if r:
+            out += (3 * c + 1) * r * 9 + r + r * r * 9 + r + r * c * 9 + c
         return n_blocks * block + action + cond + embed + out
 
     # ------------------------------------------------------------------ serialisation

@@ -147,11 +147,14 @@ class HistoryTokens:
         Float (t, h, w) RoPE positions.
     num_slots : int
         Temporal positions used; the chunk's first frame sits at this temporal index.
+    reference : Tensor (B, C, H, W) or None
+        The newest clean history latent frame, uncompressed (for the model's refiner).
     """
 
     tokens: torch.Tensor
     positions: torch.Tensor
     num_slots: int
+    reference: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.tokens.shape[1]
@@ -160,7 +163,9 @@ class HistoryTokens:
         """The same history for a batch of ``batch`` (used for classifier-free guidance)."""
         if self.tokens.shape[0] == batch:
             return self
-        return HistoryTokens(self.tokens.expand(batch, -1, -1), self.positions, self.num_slots)
+        ref = None if self.reference is None else self.reference.expand(batch, -1, -1, -1)
+        return HistoryTokens(self.tokens.expand(batch, -1, -1), self.positions, self.num_slots,
+                             ref)
 
 
 def embed_history(
@@ -211,7 +216,8 @@ def embed_history(
     if not tokens:
         d = base_weight.shape[0]
         return HistoryTokens(latents.new_zeros(b, 0, d), latents.new_zeros(0, 3), 0)
-    return HistoryTokens(torch.cat(tokens, 1), torch.cat(positions, 0), len(plan))
+    return HistoryTokens(torch.cat(tokens, 1), torch.cat(positions, 0), len(plan),
+                         latents[:, :, -1])
 
 
 class HistoryBuffer:

@@ -70,6 +70,38 @@ def grid_positions(frames: int, height: int, width: int, t0: int = 0,
     return grid.reshape(-1, 3).float()
 
 
+class ChunkRefiner(nn.Module):
+    """Convolutional correction of the coarse x0 prediction at latent resolution.
+
+    Input per chunk frame: the coarse prediction, the newest clean history frame (the reference),
+    the noisy chunk frame and the noise level as one constant channel. Three 3x3 convolutions
+    (receptive field 7 latent pixels) cover the few-pixel shifts one chunk of camera motion makes.
+    The last layer starts at zero, so a fresh refiner leaves the transformer's output unchanged
+    (a checkpoint without it can be fine-tuned into one).
+    """
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3 * channels + 1, hidden, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(hidden, channels, 3, padding=1),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, coarse: torch.Tensor, reference: torch.Tensor | None, noisy: torch.Tensor,
+                sigma: torch.Tensor) -> torch.Tensor:
+        """``coarse``, ``noisy``: (B, C, F, H, W); ``reference``: (B, C, H, W) or None."""
+        b, c, f, h, w = coarse.shape
+        ref = (torch.zeros_like(coarse) if reference is None
+               else reference.to(coarse).unsqueeze(2).expand(-1, -1, f, -1, -1))
+        level = sigma.to(coarse).reshape(b, 1, 1, 1, 1).expand(b, 1, f, h, w)
+        x = torch.cat([coarse, ref, noisy.to(coarse), level], dim=1)
+        x = x.transpose(1, 2).reshape(b * f, 3 * c + 1, h, w)
+        return coarse + self.net(x).reshape(b, f, c, h, w).transpose(1, 2)
+
+
 X0_SIGMA_MIN = 0.05  # smallest sigma divided by when converting an x0 prediction to velocity
 
 
@@ -123,6 +155,8 @@ class MVDTModel(nn.Module):
         self.norm_out = FP32LayerNorm(d, config.eps, elementwise_affine=False)
         self.proj_out = nn.Linear(d, c * math.prod(patch))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, d) / d**0.5)
+        self.refiner = (ChunkRefiner(c, config.refiner_channels)
+                        if config.refiner_channels else None)
         self._kernel_cache: dict = {}
         self._kernel_cache_key: tuple | None = None
 
@@ -288,6 +322,8 @@ class MVDTModel(nn.Module):
         if cfg.prediction == "x0":
             # x-prediction: the head gives the clean chunk; the velocity follows from x_t. The
             # floor on sigma keeps the 1/sigma factor bounded near the data end (as in JiT).
+            if self.refiner is not None:
+                out = self.refiner(out, history.reference, x, sigma)
             s = sigma.reshape(-1, 1, 1, 1, 1).to(out.dtype).clamp_min(X0_SIGMA_MIN)
             out = (x - out) / s
         return out

@@ -3,7 +3,8 @@
 ``x_t = (1 - t) x0 + t eps``, target velocity ``eps - x0``, ``t = sigmoid(N(0, 1))`` warped by the
 flow shift (3); the loss covers only the generated chunk, never the history. The action prompt is
 replaced by the null prompt with probability ``cfg_drop_prob`` so classifier-free guidance works.
-Each step runs an unmasked pass and an MAE-masked pass (mask ratio ~ U[0.3, 0.5]).
+Each step runs an unmasked pass and an MAE-masked pass (mask ratio ~ U[0.3, 0.5]). With
+``history_noise`` set, the history latents get Gaussian noise of a random strength per example.
 """
 
 from __future__ import annotations
@@ -104,16 +105,22 @@ def training_loss(
     cfg = model.config
     x0 = batch["target"].to(model.device)
     history = batch.get("history")
+    b = x0.shape[0]
     if history is not None:
         history = history.to(model.device)
-    b = x0.shape[0]
+
     actions = drop_actions(batch["actions"], cfg.cfg_drop_prob, generator)
     n_drop = int((actions < 0).sum()) if isinstance(actions, torch.Tensor) else sum(
         a is None for a in actions)
     context = model.encode_actions(actions)
-    hist_tokens = model.embed_history(history, batch=b)
     t = sample_timesteps(b, cfg.flow_shift, generator, x0.device)
     noise = torch.randn(x0.shape, generator=generator).to(x0)
+    if history is not None and cfg.history_noise > 0 and history.shape[2] > 0:
+        # Noisy context: the model will continue from its own imperfect frames.
+        std = torch.rand(b, generator=generator) * cfg.history_noise
+        history = history + std.reshape(b, 1, 1, 1, 1).to(history) * torch.randn(
+            history.shape, generator=generator).to(history)
+    hist_tokens = model.embed_history(history, batch=b)
     logs: dict[str, float] = {"t_mean": float(t.mean()), "drop_frac": n_drop / b}
     loss = x0.new_zeros(())
     if unmasked:
