@@ -187,6 +187,9 @@ class EvalConfig:
     drift_window : int
         Chunks per drift window.
     sampler, num_steps, guidance_scale : the sampler used.
+    shift : float, optional
+        Schedule shift of the sampler (default: the model's training ``flow_shift``). A few-step
+        sampler with a smaller shift spends its last step at a lower noise level.
     cache_blocks, cache_reuse : residual caching of the ``cache_blocks`` least important blocks
         for ``cache_reuse`` calls (0 = off).
     seed : int
@@ -203,6 +206,7 @@ class EvalConfig:
     sampler: str = "euler"
     num_steps: int = 4
     guidance_scale: float = 1.0
+    shift: float | None = None
     cache_blocks: int = 0
     cache_reuse: int = 0
     seed: int = 0
@@ -232,7 +236,8 @@ def rollout(model, codec, clips: list[Clip], n_chunks: int, cfg: EvalConfig,
     from world.mvdt import get_sampler
 
     sampler = get_sampler(cfg.sampler, num_steps=cfg.num_steps,
-                          guidance_scale=cfg.guidance_scale, shift=model.config.flow_shift)
+                          guidance_scale=cfg.guidance_scale,
+                          shift=cfg.shift or model.config.flow_shift)
     first = np.stack([c.frames[0] for c in clips])
     cache, scores = _make_cache(model, codec, cfg, first)
     gen = BatchedRollout(model, codec, sampler, cache,
@@ -393,7 +398,7 @@ def measure_speed(model, codec, cfg: EvalConfig, chunks: int = 4, seed_frame=Non
     from world.mvdt import get_sampler
 
     sampler = get_sampler(cfg.sampler, num_steps=cfg.num_steps,
-                          guidance_scale=cfg.guidance_scale, shift=mc.flow_shift)
+                          guidance_scale=cfg.guidance_scale, shift=cfg.shift or mc.flow_shift)
     cache, _ = _make_cache(model, codec, cfg, clip.frames[:1])
     gen = BatchedRollout(model, codec, sampler, cache, torch.Generator().manual_seed(cfg.seed))
     gen.reset(clip.frames[:1])

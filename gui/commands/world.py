@@ -96,6 +96,8 @@ def add_parser(sub) -> None:
     e.add_argument("--sampler", default="euler", help="euler, tts-sde or aam")
     e.add_argument("--steps", type=int, default=4, help="sampler steps")
     e.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    e.add_argument("--shift", type=float, default=None,
+                   help="sampler schedule shift (default: the model's training shift)")
     e.add_argument("--cache-blocks", type=int, default=0,
                    help="residual-cache this many least important blocks")
     e.add_argument("--cache-reuse", type=int, default=0, help="calls reusing a cached residual")
@@ -171,7 +173,7 @@ def run_eval(args: argparse.Namespace) -> int:
     cfg = EvalConfig(episodes=args.episodes, horizon=args.horizon,
                      drift_chunks=args.drift_chunks, drift_episodes=args.drift_episodes,
                      sampler=args.sampler, num_steps=args.steps, guidance_scale=args.guidance,
-                     cache_blocks=args.cache_blocks, cache_reuse=args.cache_reuse,
+                     shift=args.shift, cache_blocks=args.cache_blocks, cache_reuse=args.cache_reuse,
                      seed=args.seed, threads=args.threads)
     results = evaluate(model, codec, idm, cfg, out_dir=args.out)
     if args.speed:

@@ -287,6 +287,26 @@ def test_refiner_and_history_noise_config_checks():
         preset("tiny", refiner_channels=8)  # needs x0 prediction
     with pytest.raises(WorldError, match="history_noise"):
         preset("tiny", history_noise=-0.1)
+    with pytest.raises(WorldError, match="refiner_action"):
+        preset("tiny", prediction="x0", refiner_action=True)
+
+
+def test_action_aware_refiner_reads_the_action():
+    torch.manual_seed(0)
+    model = MVDTModel(preset("tiny", prediction="x0", refiner_channels=8,
+                             refiner_action=True)).eval()
+    assert model.num_parameters() == model.config.num_parameters()
+    x, hist = _inputs(model.config)
+    walk = model.encode_actions([Action("W")] * 2)
+    turn = model.encode_actions([Action("·", "←")] * 2)
+    torch.nn.init.normal_(model.refiner.net[-1].weight, std=0.1)
+    with torch.no_grad():
+        base_walk, base_turn = model(x, 0.5, walk, hist), model(x, 0.5, turn, hist)
+        torch.nn.init.normal_(model.refiner.film.weight, std=0.5)
+        # Only the refiner's modulation changed: its output now depends on the action through it.
+        assert not torch.equal(model(x, 0.5, walk, hist), base_walk)
+        assert not torch.allclose(model(x, 0.5, walk, hist) - base_walk,
+                                  model(x, 0.5, turn, hist) - base_turn)
 
 
 def test_history_noise_perturbs_only_the_context():

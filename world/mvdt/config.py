@@ -88,6 +88,9 @@ class MVDTConfig:
         frame as extra input channels for the same reason: a token wider than the transformer
         (a 16x16 pixel patch is 768 values) cannot carry texture through it, so without a
         per-position path from the last frame every generated frame comes out blurred.
+    refiner_action : bool
+        Whether the refiner is also told the action (the pooled action-prompt embedding modulates
+        its first layer) and each frame's position in the chunk.
     history_noise : float
         Largest standard deviation of Gaussian noise added to the history latents in training
         (drawn uniformly per example), so the model learns to continue from imperfect frames
@@ -129,6 +132,7 @@ class MVDTConfig:
     rope_theta: float = 10000.0
     prediction: str = "velocity"
     refiner_channels: int = 0
+    refiner_action: bool = False
     history_noise: float = 0.0
     codec: dict[str, Any] = field(default_factory=lambda: {"type": "pixel", "factor": 4})
     version: int = CONFIG_VERSION
@@ -177,6 +181,8 @@ class MVDTConfig:
             problems.append("prediction must be 'velocity' or 'x0'")
         if self.refiner_channels < 0 or (self.refiner_channels and self.prediction != "x0"):
             problems.append("refiner_channels must be >= 0 and needs prediction 'x0'")
+        if self.refiner_action and not self.refiner_channels:
+            problems.append("refiner_action needs refiner_channels > 0")
         if self.history_noise < 0:
             problems.append("history_noise must be >= 0")
         if self.action_template not in ("14b", "5b"):
@@ -224,7 +230,9 @@ class MVDTConfig:
         out = d * c * p + c * p + 2 * d
         r = self.refiner_channels
         if r:
-            out += (3 * c + 1) * r * 9 + r + r * r * 9 + r + r * c * 9 + c
+            extra = 2 if self.refiner_action else 1
+            out += (3 * c + extra) * r * 9 + r + r * r * 9 + r + r * c * 9 + c
+            out += (d * 2 * r + 2 * r) if self.refiner_action else 0
         return n_blocks * block + action + cond + embed + out
 
     # ------------------------------------------------------------------ serialisation

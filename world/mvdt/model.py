@@ -78,28 +78,48 @@ class ChunkRefiner(nn.Module):
     (receptive field 7 latent pixels) cover the few-pixel shifts one chunk of camera motion makes.
     The last layer starts at zero, so a fresh refiner leaves the transformer's output unchanged
     (a checkpoint without it can be fine-tuned into one).
+
+    With ``cond_dim`` > 0 the refiner also knows which action it renders and where in the chunk
+    the frame lies: the frame's position is one more constant channel, and the pooled action-
+    prompt embedding modulates the first layer (scale and shift, as SD3 and Flux add the pooled
+    prompt to their modulation vector), so a step forward can be drawn as a zoom of the reference.
     """
 
-    def __init__(self, channels: int, hidden: int) -> None:
+    def __init__(self, channels: int, hidden: int, cond_dim: int = 0) -> None:
         super().__init__()
+        self.cond_dim = cond_dim
+        extra = 2 if cond_dim else 1
         self.net = nn.Sequential(
-            nn.Conv2d(3 * channels + 1, hidden, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(3 * channels + extra, hidden, 3, padding=1), nn.SiLU(),
             nn.Conv2d(hidden, hidden, 3, padding=1), nn.SiLU(),
             nn.Conv2d(hidden, channels, 3, padding=1),
         )
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
+        if cond_dim:
+            self.film = nn.Linear(cond_dim, 2 * hidden)
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
 
     def forward(self, coarse: torch.Tensor, reference: torch.Tensor | None, noisy: torch.Tensor,
-                sigma: torch.Tensor) -> torch.Tensor:
-        """``coarse``, ``noisy``: (B, C, F, H, W); ``reference``: (B, C, H, W) or None."""
+                sigma: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
+        """``coarse``, ``noisy``: (B, C, F, H, W); ``reference``: (B, C, H, W) or None;
+        ``action``: pooled action-prompt embedding (B, cond_dim), used when ``cond_dim`` > 0."""
         b, c, f, h, w = coarse.shape
         ref = (torch.zeros_like(coarse) if reference is None
                else reference.to(coarse).unsqueeze(2).expand(-1, -1, f, -1, -1))
-        level = sigma.to(coarse).reshape(b, 1, 1, 1, 1).expand(b, 1, f, h, w)
-        x = torch.cat([coarse, ref, noisy.to(coarse), level], dim=1)
-        x = x.transpose(1, 2).reshape(b * f, 3 * c + 1, h, w)
-        return coarse + self.net(x).reshape(b, f, c, h, w).transpose(1, 2)
+        parts = [coarse, ref, noisy.to(coarse),
+                 sigma.to(coarse).reshape(b, 1, 1, 1, 1).expand(b, 1, f, h, w)]
+        if self.cond_dim:
+            where = torch.arange(1, f + 1, dtype=coarse.dtype, device=coarse.device) / f
+            parts.append(where.reshape(1, 1, f, 1, 1).expand(b, 1, f, h, w))
+        x = torch.cat(parts, dim=1).transpose(1, 2).reshape(b * f, -1, h, w)
+        first, rest = self.net[0], self.net[1:]
+        y = first(x)
+        if self.cond_dim:
+            scale, shift = self.film(action.to(y)).repeat_interleave(f, 0).chunk(2, dim=1)
+            y = y * (1 + scale[..., None, None]) + shift[..., None, None]
+        return coarse + rest(y).reshape(b, f, c, h, w).transpose(1, 2)
 
 
 X0_SIGMA_MIN = 0.05  # smallest sigma divided by when converting an x0 prediction to velocity
@@ -155,7 +175,8 @@ class MVDTModel(nn.Module):
         self.norm_out = FP32LayerNorm(d, config.eps, elementwise_affine=False)
         self.proj_out = nn.Linear(d, c * math.prod(patch))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, d) / d**0.5)
-        self.refiner = (ChunkRefiner(c, config.refiner_channels)
+        self.refiner = (ChunkRefiner(c, config.refiner_channels,
+                                     d if config.refiner_action else 0)
                         if config.refiner_channels else None)
         self._kernel_cache: dict = {}
         self._kernel_cache_key: tuple | None = None
@@ -323,7 +344,7 @@ class MVDTModel(nn.Module):
             # x-prediction: the head gives the clean chunk; the velocity follows from x_t. The
             # floor on sigma keeps the 1/sigma factor bounded near the data end (as in JiT).
             if self.refiner is not None:
-                out = self.refiner(out, history.reference, x, sigma)
+                out = self.refiner(out, history.reference, x, sigma, ctx.mean(dim=1))
             s = sigma.reshape(-1, 1, 1, 1, 1).to(out.dtype).clamp_min(X0_SIGMA_MIN)
             out = (x - out) / s
         return out
