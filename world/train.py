@@ -527,7 +527,8 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path
     """Copy a run's shippable files into ``dest``.
 
     ``dest`` receives the EMA checkpoint (``model.safetensors``, ``config.json``,
-    ``training.json``), the run's ``log.jsonl`` (as ``training_log.jsonl``) and ``loss.png``,
+    ``training.json``), the run's ``log.jsonl`` (as ``training_log.jsonl``; a warm-started run
+    adds its initial run's log as ``training_log_init.jsonl``) and ``loss.png``,
     optionally the IDM (``idm/``) and a ``sampler.json`` (``{"name", "params"}``) naming the
     recommended sampler. The copy is made in a temporary folder and swapped in.
     ``weights="raw"`` ships the last raw (non-EMA) weights of ``last/`` instead, for runs too
@@ -552,6 +553,10 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path
     meta = json.loads((tmp / "training.json").read_text())
     meta["weights"] = weights
     (tmp / "training.json").write_text(json.dumps(meta, indent=1))
+    init = Path(meta.get("train_config", {}).get("init_from") or "")
+    if str(init) not in ("", ".") and (init.parent / "log.jsonl").is_file():
+        # A warm-started run ships the log of the stage it started from too.
+        shutil.copy2(init.parent / "log.jsonl", tmp / "training_log_init.jsonl")
     if (run / "log.jsonl").is_file():
         shutil.copy2(run / "log.jsonl", tmp / "training_log.jsonl")
         plot_loss(run / "log.jsonl", tmp / "loss.png",

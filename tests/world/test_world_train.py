@@ -162,3 +162,19 @@ def test_warm_start_into_a_model_with_a_refiner(trained, tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"\x00garbage")
     with pytest.raises(TrainError, match="damaged"):
         warm_start(grown, tmp_path)
+
+
+def test_two_stage_run_warm_starts_and_ships_both_logs(trained, tmp_path):
+    from world.train import export_checkpoint
+
+    tmp, cfg, ckpt = trained
+    stage2 = tiny_config(tmp, run_dir=str(tmp_path / "stage2"), init_from=str(ckpt), max_steps=2)
+    stage2.model = {**cfg.model, "refiner_channels": 4, "refiner_action": True,
+                    "history_noise": 0.1}
+    out = train(stage2, progress=False)
+    model = load_checkpoint(out)
+    assert model.config.refiner_channels == 4 and model.refiner is not None
+    starts = [r for r in _rows(tmp_path / "stage2") if r.get("event") == "start"]
+    assert [s["step"] for s in starts] == [0]
+    dest = export_checkpoint(stage2.run_dir, tmp_path / "ship")
+    assert (dest / "training_log_init.jsonl").read_text() == (tmp / "run" / "log.jsonl").read_text()
