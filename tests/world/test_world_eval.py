@@ -138,3 +138,25 @@ def test_idm_symmetry_labels_match_poses(clips):
                     tuple(labels[k].tolist())
                 assert tuple(l2[k].tolist()) == want
             k += 1
+
+
+def test_symmetric_idm_prediction_respects_the_symmetries():
+    from world.idm import _FLIP_R, _FLIP_T, _REV_R, _REV_T
+
+    torch.manual_seed(0)
+    idm = InverseDynamics(IDMConfig(height=16, width=16, width_mult=4, hidden=16, stem=4)).eval()
+    gen = torch.Generator().manual_seed(1)
+    before = torch.randint(0, 256, (6, 16, 16, 3), generator=gen, dtype=torch.uint8)
+    after = torch.randint(0, 256, (6, 16, 16, 3), generator=gen, dtype=torch.uint8)
+    lt, lr = idm.symmetric_log_probs(before, after)
+    assert torch.allclose(lt.exp().sum(1), torch.ones(6)) and lr.shape == (6, 9)
+    # Averaging over the symmetry group: a mirrored or reversed pair gets exactly the permuted
+    # probabilities, so its prediction is the mirrored / reversed action.
+    mt, mr = idm.symmetric_log_probs(before.flip(2), after.flip(2))
+    torch.testing.assert_close(mt, lt[:, _FLIP_T])
+    torch.testing.assert_close(mr, lr[:, _FLIP_R])
+    rt, rr = idm.symmetric_log_probs(after, before)
+    torch.testing.assert_close(rt, lt[:, _REV_T])
+    torch.testing.assert_close(rr, lr[:, _REV_R])
+    plain = idm.predict(before, after, symmetric=False)
+    assert plain.shape == (6, 2) and idm.predict(before, after).shape == (6, 2)
