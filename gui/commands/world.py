@@ -63,7 +63,8 @@ def add_parser(sub) -> None:
     i.add_argument("--heldout", default="runs/world/data/sandbox-64-heldout",
                    help="held-out clips")
     i.add_argument("--out", default=f"{DEFAULT_CHECKPOINT}/idm", help="output folder")
-    i.add_argument("--steps", type=int, default=1500)
+    i.add_argument("--steps", type=int, default=1500, help="training steps (batch 64)")
+    i.add_argument("--dropout", type=float, default=0.3, help="dropout of the classifier head")
     i.add_argument("--threads", type=int, default=1)
     i.set_defaults(func=run_idm)
 
@@ -144,7 +145,7 @@ def run_idm(args: argparse.Namespace) -> int:
     from world.idm import train_idm_from_folders
 
     report = train_idm_from_folders(args.data, args.heldout, args.out, steps=args.steps,
-                                    threads=args.threads)
+                                    threads=args.threads, config={"dropout": args.dropout})
     print(json.dumps(report, indent=1))
     return 0
 
