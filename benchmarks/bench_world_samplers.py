@@ -29,8 +29,8 @@ def main() -> None:
     ap.add_argument("--horizon", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--settings", default="all",
-                    help="comma list of: euler50-cfg5, euler50-cfg5-cache, euler4, euler4-cfg3, "
-                         "euler2, euler1, student")
+                    help="comma list of: euler50-cfg5, euler50-cfg5-cache, euler50, euler50-cache, "
+                         "euler4, euler4-shift1, euler4-cfg3, euler2, euler1, student")
     ap.add_argument("--json", default=None, help="write the table as JSON here")
     args = ap.parse_args()
     ckpt = Path(args.checkpoint)
@@ -41,8 +41,12 @@ def main() -> None:
         "euler50-cfg5": (teacher, dict(num_steps=50, guidance_scale=5.0)),
         "euler50-cfg5-cache": (teacher, dict(num_steps=50, guidance_scale=5.0, cache_blocks=2,
                                              cache_reuse=1)),
+        "euler50": (teacher, dict(num_steps=50, guidance_scale=1.0)),
+        "euler50-cache": (teacher, dict(num_steps=50, guidance_scale=1.0, cache_blocks=2,
+                                        cache_reuse=1)),
         "euler4-cfg3": (teacher, dict(num_steps=4, guidance_scale=3.0)),
         "euler4": (teacher, dict(num_steps=4, guidance_scale=1.0)),
+        "euler4-shift1": (teacher, dict(num_steps=4, guidance_scale=1.0, shift=1.0)),
         "euler2": (teacher, dict(num_steps=2, guidance_scale=1.0)),
         "euler1": (teacher, dict(num_steps=1, guidance_scale=1.0)),
     }
