@@ -10,6 +10,9 @@ grid it equals :class:`WanRotaryPosEmbed`), the history patchification and the M
 
 Sequence layout: ``[history tokens | chunk tokens]``. History tokens are clean (per-token
 timestep 0); chunk tokens carry the noise level ``sigma``. Only chunk tokens are projected out.
+With ``refiner_channels`` set, :class:`ChunkRefiner` corrects the projected x0 prediction from
+the newest history frame at full latent resolution (texture that cannot pass through the
+transformer's narrow tokens).
 """
 
 from __future__ import annotations
