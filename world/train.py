@@ -266,11 +266,17 @@ def save_state(directory: Path, model, ema, opt, state: dict, model_config) -> N
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps({**state, "optimizer_scalars": scalars}))
     model_config.save(tmp / "config.json")
-    old = directory.with_name(directory.name + ".old")
+    _swap_in(tmp, directory)
+
+
+def _swap_in(tmp: Path, dest: Path) -> None:
+    """Replace folder ``dest`` by the finished folder ``tmp``; an interrupted swap leaves the
+    previous version at ``dest.old``, never a half-written ``dest``."""
+    old = dest.with_name(dest.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.rename(old)
-    tmp.rename(directory)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -569,10 +575,5 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path
         (tmp / "sampler.json").write_text(json.dumps(sampler, indent=1))
     elif (dest / "sampler.json").is_file():
         shutil.copy2(dest / "sampler.json", tmp / "sampler.json")
-    old = dest.with_name(dest.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        dest.rename(old)
-    tmp.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)
+    _swap_in(tmp, dest)
     return dest

@@ -347,7 +347,8 @@ class MVDTModel(nn.Module):
             # x-prediction: the head gives the clean chunk; the velocity follows from x_t. The
             # floor on sigma keeps the 1/sigma factor bounded near the data end (as in JiT).
             if self.refiner is not None:
-                out = self.refiner(out, history.reference, x, sigma, ctx.mean(dim=1))
+                pooled = ctx.mean(dim=1) if cfg.refiner_action else None
+                out = self.refiner(out, history.reference, x, sigma, pooled)
             s = sigma.reshape(-1, 1, 1, 1, 1).to(out.dtype).clamp_min(X0_SIGMA_MIN)
             out = (x - out) / s
         return out
