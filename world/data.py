@@ -107,6 +107,9 @@ class WalkPolicy:
     blocked_fraction : float
         A chunk whose camera moved less than this fraction of the commanded distance counts as
         blocked (walked into a wall).
+    push_probability : float
+        Chance that a blocked explorer keeps pressing against the obstacle with the same action
+        (people steering a BCI do); 0 always turns away.
     """
 
     translation_weights: dict = field(default_factory=lambda: {
@@ -121,6 +124,7 @@ class WalkPolicy:
     idle_probability: float = 0.03
     level_pitch_probability: float = 0.6
     blocked_fraction: float = 0.5
+    push_probability: float = 0.0
 
     def __post_init__(self) -> None:
         for name, keys in (("translation_weights", TRANSLATIONS), ("rotation_weights", ROTATIONS)):
@@ -132,7 +136,7 @@ class WalkPolicy:
                     "positive sum."
                 )
         for name in ("keep_probability", "idle_probability", "level_pitch_probability",
-                     "blocked_fraction"):
+                     "blocked_fraction", "push_probability"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise DatasetError(f"WalkPolicy.{name} must lie between 0 and 1.")
 
@@ -160,6 +164,10 @@ class WalkPolicy:
         pitch : float
             Current camera pitch in radians (positive = up).
         """
+        pushing = (blocked and previous is not None and self.push_probability > 0
+                   and rng.random() < self.push_probability)
+        if pushing:
+            return previous
         if blocked:
             # Turn away (sometimes stepping back) rather than pushing against the wall.
             translation = "S" if rng.random() < 0.25 else "·"

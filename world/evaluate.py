@@ -186,7 +186,7 @@ class EvalConfig:
         Length and count of the long rollouts for drift (0 disables).
     drift_window : int
         Chunks per drift window.
-    sampler, num_steps, guidance_scale : the sampler used.
+    sampler, num_steps, guidance_scale, guidance_interval : the sampler used.
     shift : float, optional
         Schedule shift of the sampler (default: the model's training ``flow_shift``). A few-step
         sampler with a smaller shift spends its last step at a lower noise level.
@@ -206,6 +206,7 @@ class EvalConfig:
     sampler: str = "euler"
     num_steps: int = 4
     guidance_scale: float = 1.0
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
     shift: float | None = None
     cache_blocks: int = 0
     cache_reuse: int = 0
@@ -237,6 +238,7 @@ def rollout(model, codec, clips: list[Clip], n_chunks: int, cfg: EvalConfig,
 
     sampler = get_sampler(cfg.sampler, num_steps=cfg.num_steps,
                           guidance_scale=cfg.guidance_scale,
+                          guidance_interval=tuple(cfg.guidance_interval),
                           shift=cfg.shift or model.config.flow_shift)
     first = np.stack([c.frames[0] for c in clips])
     cache, scores = _make_cache(model, codec, cfg, first)
@@ -398,7 +400,9 @@ def measure_speed(model, codec, cfg: EvalConfig, chunks: int = 4, seed_frame=Non
     from world.mvdt import get_sampler
 
     sampler = get_sampler(cfg.sampler, num_steps=cfg.num_steps,
-                          guidance_scale=cfg.guidance_scale, shift=cfg.shift or mc.flow_shift)
+                          guidance_scale=cfg.guidance_scale,
+                          guidance_interval=tuple(cfg.guidance_interval),
+                          shift=cfg.shift or mc.flow_shift)
     cache, _ = _make_cache(model, codec, cfg, clip.frames[:1])
     gen = BatchedRollout(model, codec, sampler, cache, torch.Generator().manual_seed(cfg.seed))
     gen.reset(clip.frames[:1])
@@ -410,7 +414,8 @@ def measure_speed(model, codec, cfg: EvalConfig, chunks: int = 4, seed_frame=Non
     return {"frames_per_second": chunks * fps / seconds, "seconds_per_chunk": seconds / chunks,
             "model_calls_per_chunk": sampler.num_evals, "threads": cfg.threads,
             "sampler": cfg.sampler, "num_steps": cfg.num_steps,
-            "guidance_scale": cfg.guidance_scale, "cache_blocks": sorted(cache.blocks)
+            "guidance_scale": cfg.guidance_scale,
+            "guidance_interval": list(cfg.guidance_interval), "cache_blocks": sorted(cache.blocks)
             if cache else [], "cache_reuse": cfg.cache_reuse}
 
 

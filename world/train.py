@@ -44,7 +44,11 @@ class TrainError(WorldError):
 
 @dataclass
 class DataConfig:
-    """Where the clips live and how to make them when missing (see :mod:`world.data`)."""
+    """Where the clips live and how to make them when missing (see :mod:`world.data`).
+
+    ``extra_train_dirs`` are further clip folders (``yume world data``) trained on together with
+    ``train_dir``; they are never generated here.
+    """
 
     train_dir: str = "runs/world/data/sandbox-64-train"
     heldout_dir: str = "runs/world/data/sandbox-64-heldout"
@@ -53,6 +57,7 @@ class DataConfig:
     chunks_per_clip: int = 16
     resolution: int = 64
     seed: int = 0
+    extra_train_dirs: list = field(default_factory=list)
 
 
 @dataclass
@@ -87,6 +92,10 @@ class TrainConfig:
         a newly added refiner) keep their initialisation. Ignored when resuming.
     threads : int
         ``torch.set_num_threads`` (the dev machine has 2 shared cores: 1 leaves one free).
+    device : str
+        Torch device of the run (``"cpu"``, ``"cuda"``); clips are kept and encoded there too.
+    amp : bool
+        bfloat16 autocast of the forward passes (CUDA runs; weights and the loss stay float32).
     seed : int
         Seed of model initialisation and batch sampling.
     """
@@ -108,6 +117,8 @@ class TrainConfig:
     save_every_minutes: float = 5.0
     log_every: int = 10
     threads: int = 1
+    device: str = "cpu"
+    amp: bool = False
     seed: int = 0
     init_from: str = ""
 
@@ -166,6 +177,10 @@ def ensure_data(cfg: TrainConfig, frames_per_step: int, progress: bool = True) -
         logger.info("generating %d %s clips in %s", n, split, path)
         write_dataset(path, n, d.resolution, d.chunks_per_clip, frames_per_step, split=split,
                       seed=d.seed, progress=progress)
+    for folder in d.extra_train_dirs:
+        if not (Path(folder) / "index.json").is_file():
+            raise TrainError(f"No clips in {folder} (listed in extra_train_dirs); make them with "
+                             "'yume world data' or remove the entry.")
 
 
 # --------------------------------------------------------------------------- batches
@@ -203,6 +218,9 @@ class ChunkSampler:
         self.gen.set_state(torch.tensor(state["rng"], dtype=torch.uint8))
 
     def _encode(self, frames: torch.Tensor) -> torch.Tensor:
+        space = getattr(self.codec, "space", None)  # a batched latent space: one call, any device
+        if space is not None:
+            return space.encode(frames)
         return torch.stack([self.codec.encode(f.numpy()) for f in frames])
 
     def sample(self, batch: int) -> dict[str, Any]:
@@ -213,7 +231,7 @@ class ChunkSampler:
         hist_idx = list(range(start))
         if self.max_history is not None and start > 1 + self.max_history:
             hist_idx = [0, *range(start - self.max_history, start)]
-        clips = self.frames[idx]
+        clips = self.frames[idx.to(self.frames.device)]
         return {
             "history": self._encode(clips[:, hist_idx]),
             "target": self._encode(clips[:, start:start + self.fps]),
@@ -221,10 +239,18 @@ class ChunkSampler:
         }
 
 
-def make_sampler(dataset: ClipDataset, codec, model_config, seed: int = 0) -> ChunkSampler:
-    """A :class:`ChunkSampler` over every clip of ``dataset`` for a model config."""
-    return ChunkSampler(dataset.all_frames(), dataset.all_actions(), dataset.frames_per_step,
-                        codec, model_config.max_history_frames, seed)
+def make_sampler(dataset: ClipDataset | list[ClipDataset], codec, model_config, seed: int = 0,
+                 device: str | torch.device = "cpu") -> ChunkSampler:
+    """A :class:`ChunkSampler` over every clip of ``dataset`` (or several) for a model config."""
+    sets = dataset if isinstance(dataset, list) else [dataset]
+    shapes = {(d.frames_per_step, d.chunks_per_clip, d.height, d.width) for d in sets}
+    if len(shapes) != 1:
+        raise TrainError("The training clip folders differ in frames per step, clip length or "
+                         "frame size; use folders made with the same settings.")
+    frames = torch.cat([d.all_frames() for d in sets]).to(device)
+    actions = torch.cat([d.all_actions() for d in sets])
+    return ChunkSampler(frames, actions, sets[0].frames_per_step, codec,
+                        model_config.max_history_frames, seed)
 
 
 # --------------------------------------------------------------------------- state files
@@ -234,7 +260,7 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
     for i, (_, st) in enumerate(sorted(opt.state_dict()["state"].items())):
         for key, value in st.items():
             if torch.is_tensor(value):
-                tensors[f"{i}.{key}"] = value.contiguous()
+                tensors[f"{i}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars[f"{i}.{key}"] = value
     return tensors, scalars
@@ -258,9 +284,9 @@ def save_state(directory: Path, model, ema, opt, state: dict, model_config) -> N
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
               str(tmp / "model.safetensors"))
-    save_file({k: v.contiguous() for k, v in ema.state_dict().items()},
+    save_file({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()},
               str(tmp / "ema.safetensors"))
     tensors, scalars = _optimizer_tensors(opt)
     save_file(tensors, str(tmp / "optimizer.safetensors"))
@@ -384,7 +410,7 @@ def warm_start(model, checkpoint_dir: str | Path) -> list[str]:
 
 
 def train(config: TrainConfig | str | Path, progress: bool = True,
-          max_steps: int | None = None) -> Path:
+          max_steps: int | None = None, session_minutes: float | None = None) -> Path:
     """Run (or resume) training; returns the shippable checkpoint folder.
 
     Parameters
@@ -395,6 +421,10 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
         tqdm progress bar.
     max_steps : int, optional
         Override of ``config.max_steps`` (e.g. for a quick check).
+    session_minutes : float, optional
+        Stop this call (with a checkpoint) after this many minutes of training, leaving the run's
+        budget and learning-rate schedule as they are; the next call resumes. For machines lent
+        for a limited time.
     """
     from world.mvdt import MVDTModel as MVDT
     from world.mvdt import codec_from_config, training_loss
@@ -415,7 +445,9 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
     else:
         model_config = build_model_config(cfg)
     ensure_data(cfg, model_config.frames_per_chunk, progress)
-    train_set = ClipDataset(cfg.data_config.train_dir)
+    train_sets = [ClipDataset(p) for p in (cfg.data_config.train_dir,
+                                           *cfg.data_config.extra_train_dirs)]
+    train_set = train_sets[0]
     held_set = ClipDataset(cfg.data_config.heldout_dir)
     if (train_set.height, train_set.width) != (model_config.frame_height,
                                                model_config.frame_width):
@@ -424,8 +456,9 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
             f"{model_config.frame_height}x{model_config.frame_width} frames; fix the config."
         )
     codec = codec_from_config(model_config.codec)
-    sampler = make_sampler(train_set, codec, model_config, cfg.seed)
-    held_sampler = make_sampler(held_set, codec, model_config, cfg.seed + 1)
+    device = torch.device(cfg.device)
+    sampler = make_sampler(train_sets, codec, model_config, cfg.seed, device)
+    held_sampler = make_sampler(held_set, codec, model_config, cfg.seed + 1, device)
     channels = sampler.sample(1)["target"].shape[1]
     if channels != model_config.latent_channels:
         raise TrainError(
@@ -437,15 +470,16 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
     model = MVDT(model_config)
     if cfg.init_from and not resume:
         warm_start(model, cfg.init_from)
-    ema = MVDT(model_config)
+    model.to(device)
+    ema = MVDT(model_config).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.99))
     state = {"step": 0, "elapsed": 0.0, "best_heldout": math.inf}
     if resume:
-        model.load_state_dict(load_file(str(last / "model.safetensors")))
-        ema.load_state_dict(load_file(str(last / "ema.safetensors")))
+        model.load_state_dict(load_file(str(last / "model.safetensors"), device=str(device)))
+        ema.load_state_dict(load_file(str(last / "ema.safetensors"), device=str(device)))
         saved = json.loads((last / "state.json").read_text())
         _load_optimizer(opt, load_file(str(last / "optimizer.safetensors")),
                         saved.pop("optimizer_scalars", {}))
@@ -460,7 +494,9 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
         log.write(json.dumps({"event": "start", "step": state["step"], "params": n_params,
                               "resume": resume, "time": time.time()}) + "\n")
     budget_s = cfg.max_minutes * 60.0
-    t_start = time.perf_counter() - state["elapsed"]
+    session_s = math.inf if session_minutes is None else float(session_minutes) * 60.0
+    t_session = time.perf_counter()
+    t_start = t_session - state["elapsed"]
     last_save = time.perf_counter()
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=cfg.name, disable=not progress)
     model.train()
@@ -479,10 +515,12 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
         _write_meta(ckpt_dir, cfg, state, n_params)
         plot_loss(log_path, run / "loss.png", f"{cfg.name}: {n_params / 1e6:.2f} M params")
 
-    while state["step"] < cfg.max_steps and time.perf_counter() - t_start < budget_s:
+    while (state["step"] < cfg.max_steps and time.perf_counter() - t_start < budget_s
+           and time.perf_counter() - t_session < session_s):
         for g in opt.param_groups:
             g["lr"] = _lr_at(state["step"], cfg, time.perf_counter() - t_start)
-        loss, parts = training_loss(model, sampler.sample(cfg.batch_size))
+        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.amp):
+            loss, parts = training_loss(model, sampler.sample(cfg.batch_size))
         if not torch.isfinite(loss):
             ok = False
             logger.error("loss became %s at step %d; stopping", float(loss), state["step"])
@@ -528,13 +566,29 @@ def _write_meta(ckpt_dir: Path, cfg: TrainConfig, state: dict, n_params: int) ->
     (ckpt_dir / "training.json").write_text(json.dumps(meta, indent=1))
 
 
+def _earlier_stages(meta: dict, limit: int = 16) -> list[Path]:
+    """Run folders of the stages a run was warm-started from, following ``init_from`` back."""
+    stages: list[Path] = []
+    init = meta.get("train_config", {}).get("init_from") or ""
+    while init and len(stages) < limit:
+        run = Path(init).parent
+        if not (run / "log.jsonl").is_file():
+            break
+        stages.append(run)
+        info = Path(init) / "training.json"
+        init = (json.loads(info.read_text()).get("train_config", {}).get("init_from") or ""
+                if info.is_file() else "")
+    return stages
+
+
 def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path | None = None,
                       sampler: dict | None = None, weights: str = "ema") -> Path:
     """Copy a run's shippable files into ``dest``.
 
     ``dest`` receives the EMA checkpoint (``model.safetensors``, ``config.json``,
     ``training.json``), the run's ``log.jsonl`` (as ``training_log.jsonl``; a warm-started run
-    adds its initial run's log as ``training_log_init.jsonl``) and ``loss.png``,
+    adds the logs of the stages it grew from, newest first, as ``training_log_init.jsonl``,
+    ``training_log_init2.jsonl``, ...) and ``loss.png``,
     optionally the IDM (``idm/``) and a ``sampler.json`` (``{"name", "params"}``) naming the
     recommended sampler. The copy is made in a temporary folder and swapped in.
     ``weights="raw"`` ships the last raw (non-EMA) weights of ``last/`` instead, for runs too
@@ -559,10 +613,9 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path
     meta = json.loads((tmp / "training.json").read_text())
     meta["weights"] = weights
     (tmp / "training.json").write_text(json.dumps(meta, indent=1))
-    init = Path(meta.get("train_config", {}).get("init_from") or "")
-    if str(init) not in ("", ".") and (init.parent / "log.jsonl").is_file():
-        # A warm-started run ships the log of the stage it started from too.
-        shutil.copy2(init.parent / "log.jsonl", tmp / "training_log_init.jsonl")
+    for k, stage in enumerate(_earlier_stages(meta)):
+        # A warm-started run ships the logs of the stages it grew from too (newest first).
+        shutil.copy2(stage / "log.jsonl", tmp / f"training_log_init{k + 1 if k else ''}.jsonl")
     if (run / "log.jsonl").is_file():
         shutil.copy2(run / "log.jsonl", tmp / "training_log.jsonl")
         plot_loss(run / "log.jsonl", tmp / "loss.png",

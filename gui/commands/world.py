@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
                    help="scene-seed range (train and held-out never share a scene)")
     d.add_argument("--seed", type=int, default=0, help="seed of scenes and actions")
     d.add_argument("--shard-size", type=int, default=64, help="clips per shard file")
+    d.add_argument("--push", type=float, default=0.0, metavar="P",
+                   help="chance that a walker blocked by a wall keeps pushing into it instead of "
+                        "turning away (0 = always turn)")
     d.set_defaults(func=run_data)
 
     t = ws.add_parser("train", help="train (or resume) the MVDT world model",
@@ -40,6 +43,9 @@ def add_parser(sub) -> None:
     t.add_argument("--max-steps", type=int, help="override the config's max_steps")
     t.add_argument("--max-minutes", type=float, help="override the config's max_minutes")
     t.add_argument("--threads", type=int, help="override the config's torch threads")
+    t.add_argument("--for-minutes", type=float, metavar="M",
+                   help="stop this call after M minutes (with a checkpoint) without changing the "
+                        "run's budget or schedule; run again to resume")
     t.set_defaults(func=run_train)
 
     x = ws.add_parser("export", help="copy a training run's checkpoint into a shippable folder",
@@ -97,6 +103,8 @@ def add_parser(sub) -> None:
     e.add_argument("--sampler", default="euler", help="euler, tts-sde or aam")
     e.add_argument("--steps", type=int, default=4, help="sampler steps")
     e.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    e.add_argument("--guidance-interval", default="0,1", metavar="LOW,HIGH",
+                   help="guide only the steps whose noise level lies in [LOW, HIGH] (0,1 = all)")
     e.add_argument("--shift", type=float, default=None,
                    help="sampler schedule shift (default: the model's training shift)")
     e.add_argument("--cache-blocks", type=int, default=0,
@@ -110,13 +118,22 @@ def add_parser(sub) -> None:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    from world.data import write_dataset
+    from world.data import WalkPolicy, write_dataset
 
     path = write_dataset(args.out, args.clips, args.resolution, args.chunks,
                          args.frames_per_step, split=args.split, seed=args.seed,
-                         clips_per_shard=args.shard_size)
+                         clips_per_shard=args.shard_size,
+                         policy=WalkPolicy(push_probability=args.push))
     print(f"wrote {args.clips} {args.split} clips: {path}")
     return 0
+
+
+def _interval(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError as err:  # the CLI prints it as a one-line error
+        raise ValueError(f"--guidance-interval takes LOW,HIGH (e.g. 0.5,1), not {text!r}.") from err
+    return low, high
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -127,7 +144,7 @@ def run_train(args: argparse.Namespace) -> int:
         cfg.max_minutes = args.max_minutes
     if args.threads is not None:
         cfg.threads = args.threads
-    out = train(cfg, max_steps=args.max_steps)
+    out = train(cfg, max_steps=args.max_steps, session_minutes=args.for_minutes)
     print(f"checkpoint: {out}")
     return 0
 
@@ -174,6 +191,7 @@ def run_eval(args: argparse.Namespace) -> int:
     cfg = EvalConfig(episodes=args.episodes, horizon=args.horizon,
                      drift_chunks=args.drift_chunks, drift_episodes=args.drift_episodes,
                      sampler=args.sampler, num_steps=args.steps, guidance_scale=args.guidance,
+                     guidance_interval=_interval(args.guidance_interval),
                      shift=args.shift, cache_blocks=args.cache_blocks, cache_reuse=args.cache_reuse,
                      seed=args.seed, threads=args.threads)
     results = evaluate(model, codec, idm, cfg, out_dir=args.out)

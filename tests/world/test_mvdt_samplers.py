@@ -118,6 +118,31 @@ def test_cfg_combines_cond_and_uncond():
         s(_toy_velocity(), x, cond, None)
 
 
+def test_guidance_interval_limits_guided_steps():
+    cond, uncond = torch.full((1,), 0.3), torch.zeros(1)
+    # The whole range is plain CFG; an interval holding no step is the unguided sampler.
+    full = get_sampler("euler", num_steps=4, shift=1.0, guidance_scale=3.0)(
+        _toy_velocity(), _noise(), cond, uncond)
+    same = get_sampler("euler", num_steps=4, shift=1.0, guidance_scale=3.0,
+                       guidance_interval=(0.0, 1.0))(_toy_velocity(), _noise(), cond, uncond)
+    assert torch.equal(full, same)
+    none = get_sampler("euler", num_steps=4, shift=1.0, guidance_scale=3.0,
+                       guidance_interval=(0.9, 0.95))(_toy_velocity(), _noise(), cond, uncond)
+    plain = get_sampler("euler", num_steps=4, shift=1.0, guidance_scale=1.0)(
+        _toy_velocity(), _noise(), cond)
+    assert torch.equal(none, plain)
+    # (0.5, 1) guides the steps at sigma 1, 0.75 and 0.5, not the one at 0.25.
+    calls = []
+    s = get_sampler("euler", num_steps=4, shift=1.0, guidance_scale=3.0,
+                    guidance_interval=(0.5, 1.0))
+    s(_toy_velocity(calls), _noise(), cond, uncond)
+    assert sorted(sig for kind, sig in calls if kind == "u") == [0.5, 0.75, 1.0]
+    assert s.num_evals == 7 and s.params()["guidance_interval"] == [0.5, 1.0]
+    assert get_sampler("tts-sde", guidance_interval=(0.2, 0.8)).guidance_interval == (0.2, 0.8)
+    with pytest.raises(WorldError, match="interval"):
+        get_sampler("euler", guidance_interval=(0.8, 0.2))
+
+
 def test_aam_reduces_to_euler_and_changes_low_frequencies():
     cond, uncond = torch.full((1,), 0.3), torch.zeros(1)
     ref = get_sampler("euler", num_steps=8)(_toy_velocity(), _noise(), cond, uncond)

@@ -64,6 +64,24 @@ def test_walk_policy_is_plausible():
         WalkPolicy(translation_weights={"Q": 1.0})
 
 
+def test_walk_policy_pushing_into_walls():
+    # push_probability=1: a blocked walker keeps its action; 0.5: about half do.
+    rng = np.random.default_rng(1)
+    pusher = WalkPolicy(push_probability=1.0)
+    assert all(pusher.next_action(rng, Action("W", "→"), blocked=True) == Action("W", "→")
+               for _ in range(20))
+    half = WalkPolicy(push_probability=0.5)
+    kept = [half.next_action(rng, Action("W"), blocked=True) == Action("W") for _ in range(400)]
+    assert 0.4 < np.mean(kept) < 0.6
+    # The default never pushes and draws the same actions as before the option existed.
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert ([WalkPolicy().next_action(a, Action("W"), blocked=True) for _ in range(30)]
+            == [WalkPolicy(push_probability=0.0).next_action(b, Action("W"), blocked=True)
+                for _ in range(30)])
+    with pytest.raises(DatasetError, match="push_probability"):
+        WalkPolicy(push_probability=1.5)
+
+
 def test_generate_clip_matches_sandbox():
     world = make_world(16, 16, 2)
     clip = generate_clip(world, seed=11, chunks_per_clip=3)

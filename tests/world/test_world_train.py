@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,6 +63,43 @@ def test_resume_continues_step_counter(trained):
     assert steps == [1, 2, 3, 4, 5]
     assert json.loads((tmp / "run" / "last" / "state.json").read_text())["step"] == 5
     assert json.loads((ckpt / "training.json").read_text())["step"] == 5
+
+
+def test_extra_train_dirs_and_session_minutes(trained, tmp_path):
+    from world.data import write_dataset
+    from world.mvdt import codec_from_config
+    from world.train import ChunkSampler, build_model_config, make_sampler
+
+    tmp, _, _ = trained
+    extra = tmp_path / "extra"
+    write_dataset(extra, 3, 16, 3, 2, seed=9, progress=False)
+    cfg = tiny_config(tmp_path, max_steps=50)
+    cfg.data = {**cfg.data, "train_dir": str(tmp / "train"), "heldout_dir": str(tmp / "heldout"),
+                "extra_train_dirs": [str(extra)]}
+    # A session of ~0 minutes stops at once with a resumable checkpoint; the budget is untouched.
+    train(cfg, progress=False, session_minutes=1e-6)
+    state = json.loads((tmp_path / "run" / "last" / "state.json").read_text())
+    assert state["step"] < 50
+    train(cfg, progress=False, max_steps=state["step"] + 2)
+    assert json.loads((tmp_path / "run" / "last" / "state.json").read_text())["step"] == (
+        state["step"] + 2)
+    # The sampler sees the clips of both folders, encoded in one batched call that matches
+    # the clip-by-clip codec.
+    from world.data import ClipDataset
+
+    mc = build_model_config(cfg)
+    codec = codec_from_config(mc.codec)
+    sets = [ClipDataset(tmp / "train"), ClipDataset(extra)]
+    sampler = make_sampler(sets, codec, mc)
+    assert sampler.frames.shape[0] == len(sets[0]) + len(sets[1])
+    clips = sampler.frames[:2]
+    looped = ChunkSampler(sampler.frames, sampler.actions, 2, type("C", (), {
+        "encode": staticmethod(codec.encode)})())
+    torch.testing.assert_close(sampler._encode(clips), looped._encode(clips))
+    cfg.data["extra_train_dirs"] = [str(tmp_path / "missing")]
+    cfg.run_dir = str(tmp_path / "run2")
+    with pytest.raises(TrainError, match="extra_train_dirs"):
+        train(cfg, progress=False)
 
 
 def test_config_errors(tmp_path):
@@ -178,3 +216,12 @@ def test_two_stage_run_warm_starts_and_ships_both_logs(trained, tmp_path):
     assert [s["step"] for s in starts] == [0]
     dest = export_checkpoint(stage2.run_dir, tmp_path / "ship")
     assert (dest / "training_log_init.jsonl").read_text() == (tmp / "run" / "log.jsonl").read_text()
+    # A third stage ships the logs of both earlier stages, newest first.
+    stage3 = tiny_config(tmp, run_dir=str(tmp_path / "stage3"), init_from=str(out), max_steps=1)
+    stage3.model = stage2.model
+    dest = export_checkpoint(Path(train(stage3, progress=False)).parent, tmp_path / "ship3")
+    assert (dest / "training_log_init.jsonl").read_text() == (
+        tmp_path / "stage2" / "log.jsonl").read_text()
+    first = (tmp / "run" / "log.jsonl").read_text()
+    assert (dest / "training_log_init2.jsonl").read_text() == first
+    assert not (dest / "training_log_init3.jsonl").exists()

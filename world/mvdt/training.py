@@ -39,6 +39,14 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.T
     return (1 - tt) * x0 + tt * noise
 
 
+def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped like ``x``: from ``generator`` (CPU) when given, else drawn
+    on ``x``'s device (no host round trip on a GPU)."""
+    if generator is None:
+        return torch.randn(x.shape, device=x.device, dtype=x.dtype)
+    return torch.randn(x.shape, generator=generator).to(x)
+
+
 def drop_actions(
     actions: Sequence[Any] | torch.Tensor, prob: float, generator: torch.Generator | None = None,
 ) -> list[Any] | torch.Tensor:
@@ -67,7 +75,7 @@ def flow_matching_loss(
     if t is None:
         t = sample_timesteps(b, model.config.flow_shift, generator, x0.device)
     if noise is None:
-        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        noise = _randn_like(x0, generator)
     xt = add_noise(x0, noise, t)
     v = model(xt, t, context, history, mask=mask)
     return F.mse_loss(v.float(), (noise - x0).float())
@@ -114,12 +122,12 @@ def training_loss(
         a is None for a in actions)
     context = model.encode_actions(actions)
     t = sample_timesteps(b, cfg.flow_shift, generator, x0.device)
-    noise = torch.randn(x0.shape, generator=generator).to(x0)
+    noise = _randn_like(x0, generator)
     if history is not None and cfg.history_noise > 0 and history.shape[2] > 0:
         # Noisy context: the model will continue from its own imperfect frames.
         std = torch.rand(b, generator=generator) * cfg.history_noise
-        history = history + std.reshape(b, 1, 1, 1, 1).to(history) * torch.randn(
-            history.shape, generator=generator).to(history)
+        history = history + std.reshape(b, 1, 1, 1, 1).to(history) * _randn_like(
+            history, generator)
     hist_tokens = model.embed_history(history, batch=b)
     logs: dict[str, float] = {"t_mean": float(t.mean()), "drop_frac": n_drop / b}
     loss = x0.new_zeros(())
