@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--settings", default="all",
                     help="comma list of: euler50-cfg5, euler50-cfg5-cache, euler50, euler50-cache, "
-                         "euler4, euler4-shift1, euler4-cfg3, euler2, euler1, student")
+                         "euler4, euler4-shift1, euler4-cfg3, euler2, euler1, shipped, student")
     ap.add_argument("--json", default=None, help="write the table as JSON here")
     args = ap.parse_args()
     ckpt = Path(args.checkpoint)
@@ -50,6 +50,14 @@ def main() -> None:
         "euler2": (teacher, dict(num_steps=2, guidance_scale=1.0)),
         "euler1": (teacher, dict(num_steps=1, guidance_scale=1.0)),
     }
+    shipped = ckpt / "sampler.json"
+    if shipped.is_file():  # the checkpoint's recommended sampler, as the engine runs it
+        spec = json.loads(shipped.read_text())
+        p = spec.get("params", {})
+        settings["shipped"] = (teacher, dict(
+            sampler=spec.get("name", "euler"), num_steps=p.get("num_steps", 4),
+            guidance_scale=p.get("guidance_scale", 1.0), shift=p.get("shift"),
+            guidance_interval=tuple(p.get("guidance_interval", (0.0, 1.0)))))
     if args.student:
         meta = json.loads(Path(args.student, "student.json").read_text())
         settings["student"] = (load_checkpoint(args.student),
