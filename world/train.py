@@ -95,7 +95,8 @@ class TrainConfig:
     device : str
         Torch device of the run (``"cpu"``, ``"cuda"``); clips are kept and encoded there too.
     amp : bool
-        bfloat16 autocast of the forward passes (CUDA runs; weights and the loss stay float32).
+        bfloat16 autocast of the forward passes (weights and the loss stay float32). For large
+        configs; the small sandbox model trains 2.5x slower with it on an H100 (BENCHMARKS.md).
     seed : int
         Seed of model initialisation and batch sampling.
     """
