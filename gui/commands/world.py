@@ -131,8 +131,11 @@ def run_data(args: argparse.Namespace) -> int:
 def _interval(text: str) -> tuple[float, float]:
     try:
         low, high = (float(v) for v in text.split(","))
-    except ValueError as err:  # the CLI prints it as a one-line error
-        raise ValueError(f"--guidance-interval takes LOW,HIGH (e.g. 0.5,1), not {text!r}.") from err
+    except ValueError:
+        low, high = -1.0, -1.0
+    if not 0.0 <= low <= high <= 1.0:  # the CLI prints the error as one line
+        raise ValueError(f"--guidance-interval takes LOW,HIGH with 0 <= LOW <= HIGH <= 1 (e.g. "
+                         f"0,0.25), not {text!r}.")
     return low, high
 
 
@@ -184,6 +187,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from world.idm import InverseDynamics
     from world.mvdt import codec_from_config, load_checkpoint
 
+    interval = _interval(args.guidance_interval)
     model = load_checkpoint(args.checkpoint)
     codec = codec_from_config(model.config.codec, args.checkpoint)
     idm_dir = Path(args.idm) if args.idm else Path(args.checkpoint) / "idm"
@@ -191,7 +195,7 @@ def run_eval(args: argparse.Namespace) -> int:
     cfg = EvalConfig(episodes=args.episodes, horizon=args.horizon,
                      drift_chunks=args.drift_chunks, drift_episodes=args.drift_episodes,
                      sampler=args.sampler, num_steps=args.steps, guidance_scale=args.guidance,
-                     guidance_interval=_interval(args.guidance_interval),
+                     guidance_interval=interval,
                      shift=args.shift, cache_blocks=args.cache_blocks, cache_reuse=args.cache_reuse,
                      seed=args.seed, threads=args.threads)
     results = evaluate(model, codec, idm, cfg, out_dir=args.out)

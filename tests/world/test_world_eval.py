@@ -116,6 +116,12 @@ def test_cli_world_help():
     out = subprocess.run([sys.executable, "-m", "gui.cli", "world", "eval", "--checkpoint",
                           "/nonexistent/ckpt"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "error" in out.stderr
+    for bad in ("0.5", "x,1", "0.8,0.2"):
+        out = subprocess.run([sys.executable, "-m", "gui.cli", "world", "eval",
+                              "--guidance-interval", bad], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 2 and "LOW <= HIGH" in out.stderr
+        assert "Traceback" not in out.stderr
 
 
 def test_idm_symmetry_labels_match_poses(clips):
