@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from world.evaluate import EvalConfig, evaluate, measure_speed  # noqa: E402
 from world.idm import InverseDynamics  # noqa: E402
 from world.mvdt import codec_from_config, load_checkpoint  # noqa: E402
+from world.mvdt.engine import read_sampler_spec  # noqa: E402
 
 
 def main() -> None:
@@ -50,14 +51,10 @@ def main() -> None:
         "euler2": (teacher, dict(num_steps=2, guidance_scale=1.0)),
         "euler1": (teacher, dict(num_steps=1, guidance_scale=1.0)),
     }
-    shipped = ckpt / "sampler.json"
-    if shipped.is_file():  # the checkpoint's recommended sampler, as the engine runs it
-        spec = json.loads(shipped.read_text())
-        p = spec.get("params", {})
-        settings["shipped"] = (teacher, dict(
-            sampler=spec.get("name", "euler"), num_steps=p.get("num_steps", 4),
-            guidance_scale=p.get("guidance_scale", 1.0), shift=p.get("shift"),
-            guidance_interval=tuple(p.get("guidance_interval", (0.0, 1.0)))))
+    name, p = read_sampler_spec(ckpt)  # the checkpoint's recommended sampler, as the engine runs
+    settings["shipped"] = (teacher, dict(
+        sampler=name, num_steps=p.get("num_steps", 4), guidance_scale=p.get("guidance_scale", 1.0),
+        shift=p.get("shift"), guidance_interval=tuple(p.get("guidance_interval", (0.0, 1.0)))))
     if args.student:
         meta = json.loads(Path(args.student, "student.json").read_text())
         settings["student"] = (load_checkpoint(args.student),

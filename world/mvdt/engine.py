@@ -33,6 +33,19 @@ logger = logging.getLogger(__name__)
 SAMPLER_FILE = "sampler.json"  # optional: recommended sampler of a checkpoint (name + params)
 
 
+def read_sampler_spec(ckpt_dir: str | Path | None) -> tuple[str, dict[str, Any]]:
+    """The recommended sampler of a checkpoint folder (its ``sampler.json``): ``(name, params)``;
+    ``("euler", {})`` when the folder has none."""
+    path = Path(ckpt_dir) / SAMPLER_FILE if ckpt_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+            return str(spec.get("name", "euler")), dict(spec.get("params", {}))
+        except (json.JSONDecodeError, AttributeError) as err:
+            raise WorldError(f"{path} is not valid JSON ({err}); fix or delete it.") from err
+    return "euler", {}
+
+
 def _to_rgb_array(image: Any) -> np.ndarray:
     """Any supported image input as an (H, W, 3) uint8 array (no resizing)."""
     if isinstance(image, (str, Path)):
@@ -227,7 +240,7 @@ class MVDTWorld(WorldEngine):
         self.frame_rate = float(frame_rate)
         self.motion = motion or MotionStep()
         self.codec = codec if codec is not None else codec_from_config(cfg.codec, ckpt_dir)
-        name, params = self._sampler_defaults(ckpt_dir)
+        name, params = read_sampler_spec(ckpt_dir)
         name = sampler or name
         params = {**params, **(sampler_params or {})}
         cache = ResidualCache(cache_blocks, cache_reuse) if cache_reuse and cache_blocks else None
@@ -238,17 +251,6 @@ class MVDTWorld(WorldEngine):
         self._frame_index = 0
         self._generator = torch.Generator().manual_seed(self.seed)
         self._started = False
-
-    @staticmethod
-    def _sampler_defaults(ckpt_dir: Path | None) -> tuple[str, dict[str, Any]]:
-        if ckpt_dir is not None and (ckpt_dir / SAMPLER_FILE).is_file():
-            try:
-                spec = json.loads((ckpt_dir / SAMPLER_FILE).read_text(encoding="utf-8"))
-                return str(spec.get("name", "euler")), dict(spec.get("params", {}))
-            except (json.JSONDecodeError, AttributeError) as err:
-                raise WorldError(f"{ckpt_dir / SAMPLER_FILE} is not valid JSON ({err}); fix or "
-                                 "delete it.") from err
-        return "euler", {}
 
     def _display(self, frames: np.ndarray) -> np.ndarray:
         """Frames at the display size (a copy; resized when it differs from the model's)."""
