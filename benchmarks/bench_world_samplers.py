@@ -51,10 +51,12 @@ def main() -> None:
         "euler2": (teacher, dict(num_steps=2, guidance_scale=1.0)),
         "euler1": (teacher, dict(num_steps=1, guidance_scale=1.0)),
     }
-    name, p = read_sampler_spec(ckpt)  # the checkpoint's recommended sampler, as the engine runs
+    # The checkpoint's recommended sampler, as the engine runs it.
+    name, p, negative = read_sampler_spec(ckpt)
     settings["shipped"] = (teacher, dict(
         sampler=name, num_steps=p.get("num_steps", 4), guidance_scale=p.get("guidance_scale", 1.0),
-        shift=p.get("shift"), guidance_interval=tuple(p.get("guidance_interval", (0.0, 1.0)))))
+        shift=p.get("shift"), guidance_interval=tuple(p.get("guidance_interval", (0.0, 1.0))),
+        negative=negative))
     if args.student:
         meta = json.loads(Path(args.student, "student.json").read_text())
         settings["student"] = (load_checkpoint(args.student),

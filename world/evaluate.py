@@ -111,10 +111,16 @@ class BatchedRollout:
         Residual caching (reset for every chunk).
     generator : torch.Generator, optional
         Seeds the initial noise of every chunk.
+    negative : {"null", "still"}
+        What guidance pushes away from (:func:`world.mvdt.pipeline.negative_actions`).
     """
 
-    def __init__(self, model, codec, sampler, cache=None, generator=None) -> None:
-        self.model, self.codec, self.sampler, self.cache = model, codec, sampler, cache
+    def __init__(self, model, codec, sampler, cache=None, generator=None,
+                 negative: str = "null") -> None:
+        from world.mvdt import MVDTPipeline
+
+        self.model, self.codec = model, codec
+        self.pipeline = MVDTPipeline(model, codec, sampler, cache=cache, negative=negative)
         self.generator = generator or torch.Generator().manual_seed(0)
         self.history: torch.Tensor | None = None
         model.eval()
@@ -132,27 +138,11 @@ class BatchedRollout:
     @torch.no_grad()
     def step(self, actions: list[Action]) -> np.ndarray:
         """Generate the next chunk of every episode; uint8 ``(B, F, H, W, 3)``."""
-        model, cfg = self.model, self.model.config
         b = self.history.shape[0]
         if len(actions) != b:
             raise WorldError(f"Got {len(actions)} actions for {b} episodes.")
-        hist = model.embed_history(self.history, batch=b)
-        cond = model.encode_actions(list(actions))
-        uncond = (model.encode_actions([None] * b)
-                  if self.sampler.guidance_scale != 1.0 else None)
-        shape = (b, cfg.latent_channels, cfg.chunk_latent_frames, cfg.latent_height,
-                 cfg.latent_width)
-        noise = torch.randn(shape, generator=self.generator)
-        if self.cache is not None:
-            self.cache.reset()
-
-        def velocity(x, sigma, context):
-            call = None
-            if self.cache is not None:
-                call = self.cache.call("cond" if context is cond else "uncond")
-            return model(x, sigma, context, hist, cache=call)
-
-        latents = self.sampler(velocity, noise, cond, uncond, generator=self.generator)
+        latents = self.pipeline.generate_latents(self.history, list(actions),
+                                                 generator=self.generator)
         self.history = torch.cat([self.history, latents], dim=2)
         self._trim()
         return np.stack([self.codec.decode(z) for z in latents])
@@ -187,6 +177,8 @@ class EvalConfig:
     drift_window : int
         Chunks per drift window.
     sampler, num_steps, guidance_scale, guidance_interval : the sampler used.
+    negative : {"null", "still"}
+        What guidance pushes away from (:func:`world.mvdt.pipeline.negative_actions`).
     shift : float, optional
         Schedule shift of the sampler (default: the model's training ``flow_shift``). A few-step
         sampler with a smaller shift spends its last step at a lower noise level.
@@ -207,6 +199,7 @@ class EvalConfig:
     num_steps: int = 4
     guidance_scale: float = 1.0
     guidance_interval: tuple[float, float] = (0.0, 1.0)
+    negative: str = "null"
     shift: float | None = None
     cache_blocks: int = 0
     cache_reuse: int = 0
@@ -243,7 +236,7 @@ def rollout(model, codec, clips: list[Clip], n_chunks: int, cfg: EvalConfig,
     first = np.stack([c.frames[0] for c in clips])
     cache, scores = _make_cache(model, codec, cfg, first)
     gen = BatchedRollout(model, codec, sampler, cache,
-                         torch.Generator().manual_seed(cfg.seed))
+                         torch.Generator().manual_seed(cfg.seed), cfg.negative)
     gen.reset(first)
     out, seconds = [], 0.0
     for k in tqdm(range(n_chunks), desc=desc, disable=not progress):
@@ -277,6 +270,25 @@ def _chunk_pairs(first: np.ndarray, frames: np.ndarray, fps: int) -> tuple[np.nd
     return befores.reshape(-1, *frames.shape[2:]), lasts.reshape(-1, *frames.shape[2:])
 
 
+def horizon_scene_seeds(cfg: EvalConfig) -> np.ndarray:
+    """Held-out scenes of the horizon metrics: ``cfg.episodes`` of them, drawn with ``cfg.seed``.
+
+    They depend on nothing else (not on the drift settings), so runs with and without drift
+    score the same scenes.
+    """
+    return scene_seeds("heldout", cfg.episodes, cfg.seed)
+
+
+def drift_scene_seeds(cfg: EvalConfig) -> np.ndarray:
+    """Held-out scenes of the long drift rollouts: none of the horizon scenes."""
+    horizon = set(horizon_scene_seeds(cfg).tolist())
+    pool = scene_seeds("heldout", cfg.episodes + cfg.drift_episodes, cfg.seed + _DRIFT_STREAM)
+    return np.array([s for s in pool if int(s) not in horizon][:cfg.drift_episodes], np.int64)
+
+
+_DRIFT_STREAM = 7919  # offsets the seed of the drift scenes' draw from the horizon scenes' draw
+
+
 def evaluate(model, codec, idm=None, config: EvalConfig | None = None, progress: bool = True,
              world_factory=None, out_dir: str | Path | None = None) -> dict:
     """Measure a world model against the sandbox on held-out scenes.
@@ -308,8 +320,8 @@ def evaluate(model, codec, idm=None, config: EvalConfig | None = None, progress:
     torch.set_num_threads(max(1, cfg.threads))
     mc = model.config
     fps, res = mc.frames_per_chunk, (mc.frame_height, mc.frame_width)
-    seeds = scene_seeds("heldout", cfg.episodes + cfg.drift_episodes, cfg.seed)
-    clips = ground_truth_episodes(seeds[:cfg.episodes], cfg.horizon, res, fps, seed=cfg.seed,
+    seeds = horizon_scene_seeds(cfg)
+    clips = ground_truth_episodes(seeds, cfg.horizon, res, fps, seed=cfg.seed,
                                   world_factory=world_factory)
     frames, speed = rollout(model, codec, clips, cfg.horizon, cfg, progress, "horizon")
     truth = np.stack([c.frames[1:] for c in clips])
@@ -339,7 +351,7 @@ def evaluate(model, codec, idm=None, config: EvalConfig | None = None, progress:
     actions = np.stack([c.actions for c in clips]).reshape(-1)
     results: dict = {"config": asdict(cfg), "model": {"params": mc.num_parameters(),
                      "frame_size": list(res), "frames_per_chunk": fps},
-                     "seeds": [int(s) for s in seeds[:cfg.episodes]],
+                     "seeds": [int(s) for s in seeds],
                      "per_step": per_step, "summary": summary, "speed": speed}
     if idm is not None:
         gb, ga = _chunk_pairs(first, frames, fps)
@@ -347,7 +359,7 @@ def evaluate(model, codec, idm=None, config: EvalConfig | None = None, progress:
         results["action_following"] = {"model": _idm_scores(idm, gb, ga, actions),
                                        "ground_truth": _idm_scores(idm, tb, ta, actions)}
     if cfg.drift_episodes > 0 and cfg.drift_chunks > 0:
-        results["drift"] = _drift(model, codec, idm, cfg, seeds[cfg.episodes:], res, fps,
+        results["drift"] = _drift(model, codec, idm, cfg, drift_scene_seeds(cfg), res, fps,
                                   progress, world_factory)
     if out_dir is not None:
         out = Path(out_dir)
@@ -404,7 +416,8 @@ def measure_speed(model, codec, cfg: EvalConfig, chunks: int = 4, seed_frame=Non
                           guidance_interval=tuple(cfg.guidance_interval),
                           shift=cfg.shift or mc.flow_shift)
     cache, _ = _make_cache(model, codec, cfg, clip.frames[:1])
-    gen = BatchedRollout(model, codec, sampler, cache, torch.Generator().manual_seed(cfg.seed))
+    gen = BatchedRollout(model, codec, sampler, cache, torch.Generator().manual_seed(cfg.seed),
+                         cfg.negative)
     gen.reset(clip.frames[:1])
     gen.step([Action.from_index(int(clip.actions[0]))])  # warm-up
     t0 = time.perf_counter()

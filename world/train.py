@@ -97,6 +97,14 @@ class TrainConfig:
     amp : bool
         bfloat16 autocast of the forward passes (weights and the loss stay float32). For large
         configs; the small sandbox model trains 2.5x slower with it on an H100 (BENCHMARKS.md).
+    self_history : float
+        Fraction of batches whose newest history chunks are the model's own samples
+        (:func:`world.mvdt.training.self_generated_history`; 0 = clean clips only).
+    self_history_chunks : int
+        How many of the newest history chunks are replaced in such a batch.
+    self_history_sampler : dict
+        The sampler that makes them, as in a checkpoint's ``sampler.json``
+        (``{"name", "params", "negative"}``); it drives the EMA weights.
     seed : int
         Seed of model initialisation and batch sampling.
     """
@@ -120,6 +128,10 @@ class TrainConfig:
     threads: int = 1
     device: str = "cpu"
     amp: bool = False
+    self_history: float = 0.0
+    self_history_chunks: int = 1
+    self_history_sampler: dict = field(default_factory=lambda: {
+        "name": "euler", "params": {"num_steps": 4, "shift": 1.0}})
     seed: int = 0
     init_from: str = ""
 
@@ -237,6 +249,7 @@ class ChunkSampler:
             "history": self._encode(clips[:, hist_idx]),
             "target": self._encode(clips[:, start:start + self.fps]),
             "actions": [Action.from_index(int(a)) for a in self.actions[idx, k]],
+            "history_actions": self.actions[idx, :k],
         }
 
 
@@ -429,6 +442,7 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
     """
     from world.mvdt import MVDTModel as MVDT
     from world.mvdt import codec_from_config, training_loss
+    from world.mvdt.training import self_generated_history
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.load(config)
     if max_steps is not None:
@@ -499,6 +513,18 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
     t_session = time.perf_counter()
     t_start = t_session - state["elapsed"]
     last_save = time.perf_counter()
+    self_pipe = None
+    if cfg.self_history > 0:
+        from world.mvdt import MVDTPipeline
+
+        spec = cfg.self_history_sampler
+        try:
+            self_pipe = MVDTPipeline(ema, None, spec.get("name", "euler"),
+                                     negative=spec.get("negative", "null"),
+                                     **spec.get("params", {}))
+        except (WorldError, AttributeError) as err:
+            raise TrainError(f"self_history_sampler is not a usable sampler spec ({err}); write "
+                             'it as {"name": "euler", "params": {"num_steps": 4}}.') from err
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=cfg.name, disable=not progress)
     model.train()
     running, ok = [], True
@@ -520,8 +546,16 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
            and time.perf_counter() - t_session < session_s):
         for g in opt.param_groups:
             g["lr"] = _lr_at(state["step"], cfg, time.perf_counter() - t_start)
+        batch = sampler.sample(cfg.batch_size)
+        if self_pipe is not None:
+            # Seeded by the step, so a resumed run makes the same choices.
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state["step"])
+            if float(torch.rand(1, generator=g)) < cfg.self_history:
+                batch["history"] = self_generated_history(
+                    self_pipe, batch["history"], batch["history_actions"],
+                    cfg.self_history_chunks, g)
         with torch.autocast(device.type, torch.bfloat16, enabled=cfg.amp):
-            loss, parts = training_loss(model, sampler.sample(cfg.batch_size))
+            loss, parts = training_loss(model, batch)
         if not torch.isfinite(loss):
             ok = False
             logger.error("loss became %s at step %d; stopping", float(loss), state["step"])

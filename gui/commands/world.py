@@ -105,6 +105,9 @@ def add_parser(sub) -> None:
     e.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
     e.add_argument("--guidance-interval", default="0,1", metavar="LOW,HIGH",
                    help="guide only the steps whose noise level lies in [LOW, HIGH] (0,1 = all)")
+    e.add_argument("--negative", choices=("null", "still"), default="null",
+                   help="what guidance pushes away from: the null prompt (Yume), or the same "
+                        "rotation standing still (amplifies the walking the action asks for)")
     e.add_argument("--shift", type=float, default=None,
                    help="sampler schedule shift (default: the model's training shift)")
     e.add_argument("--cache-blocks", type=int, default=0,
@@ -195,7 +198,7 @@ def run_eval(args: argparse.Namespace) -> int:
     cfg = EvalConfig(episodes=args.episodes, horizon=args.horizon,
                      drift_chunks=args.drift_chunks, drift_episodes=args.drift_episodes,
                      sampler=args.sampler, num_steps=args.steps, guidance_scale=args.guidance,
-                     guidance_interval=interval,
+                     guidance_interval=interval, negative=args.negative,
                      shift=args.shift, cache_blocks=args.cache_blocks, cache_reuse=args.cache_reuse,
                      seed=args.seed, threads=args.threads)
     results = evaluate(model, codec, idm, cfg, out_dir=args.out)

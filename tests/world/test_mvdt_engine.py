@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from control.actions import Action
+from control.actions import Action, action_prompt
 from control.motion import CameraState, MotionStep, apply_action
 from world.base import WorldEngine, WorldError
-from world.mvdt import MVDTPipeline, PixelCodec, save_checkpoint
+from world.mvdt import MVDTModel, MVDTPipeline, PixelCodec, preset, save_checkpoint
 from world.mvdt.engine import MVDTWorld, prepare_image
 from world.mvdt.memory import max_history_tokens
 
@@ -196,3 +196,68 @@ def test_pipeline_cfg_one_is_the_conditional_model_alone(tiny):
     guided = MVDTPipeline(tiny, num_steps=3, guidance_scale=5.0)
     assert not torch.equal(guided.generate_latents(hist, Action("W", "↓"), noise=noise), out)
     assert guided.sampler.num_evals == 6
+
+
+def test_negative_actions_release_the_translation_key():
+    from world.mvdt.pipeline import negative_actions
+
+    acts = [Action("W", "→"), Action("·", "←"), Action("S+D"), None]
+    assert negative_actions(acts, "null") == [None] * 4
+    assert negative_actions(acts, "still") == [Action("·", "→"), None, Action(), None]
+    assert negative_actions(["W RIGHT", action_prompt(Action("S", "↑"))], "still") == [
+        Action("·", "→"), Action("·", "↑")]
+    with pytest.raises(WorldError, match="guidance negative"):
+        negative_actions(acts, "opposite")
+    with pytest.raises(WorldError, match="guidance negative"):
+        MVDTPipeline(MVDTModel(preset("tiny")), negative="opposite")
+
+
+def test_still_negative_guides_against_standing_still(tiny):
+    cfg = tiny.config
+    g = torch.Generator().manual_seed(3)
+    hist = torch.randn(2, cfg.latent_channels, 3, 8, 8, generator=g)
+    noise = torch.randn(2, cfg.latent_channels, cfg.chunk_latent_frames, 8, 8, generator=g)
+    acts = [Action("W", "→"), Action("·", "←")]
+
+    def run(negative, scale):
+        pipe = MVDTPipeline(tiny, num_steps=2, guidance_scale=scale, negative=negative)
+        return pipe.generate_latents(hist, acts, noise=noise)
+
+    null, still = run("null", 2.0), run("still", 2.0)
+    # Walking is guided away from standing still, not from the null prompt ...
+    assert not torch.allclose(null[0], still[0])
+    # ... and an action without a translation key keeps Yume's null-prompt guidance.
+    torch.testing.assert_close(null[1], still[1])
+    # Without guidance the negative is never used.
+    assert torch.equal(run("null", 1.0), run("still", 1.0))
+    # The same, written out: v = v(W ->) + 1 * (v(W ->) - v(. ->)) at each of the two steps.
+    from world.mvdt import shifted_sigmas
+
+    with torch.no_grad():
+        h = tiny.embed_history(hist[:1])
+        c, u = tiny.encode_actions([acts[0]]), tiny.encode_actions([Action("·", "→")])
+        x, sig = noise[:1], shifted_sigmas(2, 3.0).tolist()
+        for i in range(2):
+            vc, vu = tiny(x, sig[i], c, h), tiny(x, sig[i], u, h)
+            x = x + (sig[i + 1] - sig[i]) * (vu + 2.0 * (vc - vu))
+    torch.testing.assert_close(still[:1], x)
+    with pytest.raises(WorldError, match="2 histories"):
+        MVDTPipeline(tiny, num_steps=1).generate_latents(hist, acts[:1], noise=noise)
+
+
+def test_sampler_file_sets_the_guidance_negative(tiny, tmp_path):
+    from world.mvdt.engine import read_sampler_spec
+
+    ck = save_checkpoint(tiny, tmp_path / "ck")
+    assert read_sampler_spec(ck) == ("euler", {}, "null")
+    (ck / "sampler.json").write_text(
+        '{"name": "euler", "params": {"num_steps": 1, "guidance_scale": 2.0}, '
+        '"negative": "still"}', encoding="utf-8")
+    assert MVDTWorld(checkpoint=ck).pipeline.negative == "still"
+    assert MVDTWorld(checkpoint=ck, negative="null").pipeline.negative == "null"
+    (ck / "sampler.json").write_text('{"name": "euler", "negative": "sideways"}')
+    with pytest.raises(WorldError, match="guidance negative"):
+        MVDTWorld(checkpoint=ck)
+    (ck / "sampler.json").write_text('["euler"]')
+    with pytest.raises(WorldError, match="sampler file"):
+        MVDTWorld(checkpoint=ck)

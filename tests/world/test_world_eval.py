@@ -13,7 +13,16 @@ import torch
 
 from control.actions import ROTATIONS, TRANSLATIONS, Action
 from control.motion import CameraState, apply_action
-from world.evaluate import EvalConfig, evaluate, format_table, measure_speed, psnr, ssim
+from world.evaluate import (
+    EvalConfig,
+    drift_scene_seeds,
+    evaluate,
+    format_table,
+    horizon_scene_seeds,
+    measure_speed,
+    psnr,
+    ssim,
+)
 from world.idm import (
     IDMConfig,
     IDMError,
@@ -105,6 +114,17 @@ def test_eval_tiny_random_model(tmp_path):
     assert "PSNR" in format_table(res)
     speed = measure_speed(model, codec, ev, chunks=1)
     assert speed["frames_per_second"] > 0 and speed["model_calls_per_chunk"] == 2
+
+
+def test_eval_scenes_do_not_depend_on_the_drift_settings():
+    # A figure measured with drift on must be comparable with one measured without it.
+    base = horizon_scene_seeds(EvalConfig(episodes=16, drift_episodes=0))
+    for drift in (1, 2, 5):
+        cfg = EvalConfig(episodes=16, drift_episodes=drift)
+        np.testing.assert_array_equal(horizon_scene_seeds(cfg), base)
+        far = drift_scene_seeds(cfg)
+        assert len(far) == drift and set(far.tolist()).isdisjoint(base.tolist())
+    assert not np.array_equal(horizon_scene_seeds(EvalConfig(episodes=16, seed=1)), base)
 
 
 def test_cli_world_help():

@@ -225,3 +225,44 @@ def test_two_stage_run_warm_starts_and_ships_both_logs(trained, tmp_path):
     first = (tmp / "run" / "log.jsonl").read_text()
     assert (dest / "training_log_init2.jsonl").read_text() == first
     assert not (dest / "training_log_init3.jsonl").exists()
+
+
+def test_self_generated_history_replaces_only_the_newest_chunks(trained):
+    from control.actions import Action
+    from world.mvdt import MVDTPipeline, self_generated_history
+
+    _, _, ckpt = trained
+    model = load_checkpoint(ckpt)
+    f = model.config.chunk_latent_frames
+    pipe = MVDTPipeline(model, num_steps=2, guidance_scale=1.0)
+    g = torch.Generator().manual_seed(0)
+    hist = torch.randn(2, model.config.latent_channels, 1 + 3 * f, 8, 8, generator=g)
+    acts = torch.tensor([[0, 9, 18], [4, 40, 80]])
+    out = self_generated_history(pipe, hist, acts, chunks=2,
+                                 generator=torch.Generator().manual_seed(1))
+    assert out.shape == hist.shape and not torch.equal(out, hist)
+    torch.testing.assert_close(out[:, :, :1 + f], hist[:, :, :1 + f])  # older frames untouched
+    # The newest chunk continues from the generated one before it, under its own action.
+    gen = torch.Generator().manual_seed(1)
+    want = hist.clone()
+    for j, end in ((2, 1 + 2 * f), (1, 1 + 3 * f)):
+        actions = [Action.from_index(int(a)) for a in acts[:, -j]]
+        want[:, :, end - f:end] = pipe.generate_latents(want[:, :, :end - f], actions,
+                                                        generator=gen)
+    torch.testing.assert_close(out, want)
+    # A history of the first frame alone has nothing to replace.
+    first = hist[:, :, :1]
+    assert torch.equal(self_generated_history(pipe, first, acts[:, :0], chunks=1), first)
+
+
+def test_training_on_self_generated_history(tmp_path, trained):
+    tmp, _, _ = trained
+    cfg = tiny_config(tmp_path, self_history=1.0, self_history_chunks=2, max_steps=3)
+    cfg.data = {**cfg.data, "train_dir": str(tmp / "train"), "heldout_dir": str(tmp / "heldout")}
+    train(cfg, progress=False)
+    rows = [r for r in _rows(tmp_path / "run") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in rows)
+    cfg.run_dir, cfg.self_history_sampler = str(tmp_path / "bad"), {"name": "leapfrog"}
+    with pytest.raises(TrainError, match="self_history_sampler"):
+        train(cfg, progress=False)

@@ -68,6 +68,7 @@ from world.mvdt.training import (
     add_noise,
     flow_matching_loss,
     sample_timesteps,
+    self_generated_history,
     shift_sigma,
     training_loss,
 )
@@ -79,5 +80,5 @@ __all__ = [
     "history_plan", "history_token_count", "least_important", "load_checkpoint", "prepare_image",
     "preset",
     "random_token_mask", "sample_timesteps", "save_checkpoint", "shift_sigma", "shifted_sigmas",
-    "training_loss",
+    "training_loss", "self_generated_history",
 ]

@@ -30,20 +30,27 @@ from world.mvdt.pipeline import MVDTPipeline, codec_from_config
 
 logger = logging.getLogger(__name__)
 
-SAMPLER_FILE = "sampler.json"  # optional: recommended sampler of a checkpoint (name + params)
+# Optional: the recommended sampler of a checkpoint, {"name", "params", "negative"}.
+SAMPLER_FILE = "sampler.json"
 
 
-def read_sampler_spec(ckpt_dir: str | Path | None) -> tuple[str, dict[str, Any]]:
-    """The recommended sampler of a checkpoint folder (its ``sampler.json``): ``(name, params)``;
-    ``("euler", {})`` when the folder has none."""
+def read_sampler_spec(ckpt_dir: str | Path | None) -> tuple[str, dict[str, Any], str]:
+    """The recommended sampler of a checkpoint folder (its ``sampler.json``).
+
+    Returns ``(name, params, negative)``: the sampler's registry name and parameters, and what
+    its guidance pushes away from (:func:`world.mvdt.pipeline.negative_actions`);
+    ``("euler", {}, "null")`` when the folder has none.
+    """
     path = Path(ckpt_dir) / SAMPLER_FILE if ckpt_dir is not None else None
     if path is not None and path.is_file():
         try:
             spec = json.loads(path.read_text(encoding="utf-8"))
-            return str(spec.get("name", "euler")), dict(spec.get("params", {}))
-        except (json.JSONDecodeError, AttributeError) as err:
-            raise WorldError(f"{path} is not valid JSON ({err}); fix or delete it.") from err
-    return "euler", {}
+            return (str(spec.get("name", "euler")), dict(spec.get("params", {})),
+                    str(spec.get("negative", "null")))
+        except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as err:
+            raise WorldError(f"{path} is not a valid sampler file ({err}); fix or delete "
+                             "it.") from err
+    return "euler", {}, "null"
 
 
 def _to_rgb_array(image: Any) -> np.ndarray:
@@ -177,6 +184,8 @@ class MVDTWorld(WorldEngine):
         if present, else Euler.
     sampler_params : dict, optional
         Sampler parameters (``num_steps``, ``guidance_scale``, ``eta`` ...).
+    negative : {"null", "still"}, optional
+        What guidance pushes away from; default from ``sampler.json``, else ``"null"``.
     cache_blocks, cache_reuse
         Residual caching: block indices and reuse count (0 = off).
     seed : int
@@ -204,6 +213,7 @@ class MVDTWorld(WorldEngine):
         codec=None,
         sampler: str | None = None,
         sampler_params: dict[str, Any] | None = None,
+        negative: str | None = None,
         cache_blocks: tuple[int, ...] | list[int] = (),
         cache_reuse: int = 0,
         seed: int = 0,
@@ -240,11 +250,12 @@ class MVDTWorld(WorldEngine):
         self.frame_rate = float(frame_rate)
         self.motion = motion or MotionStep()
         self.codec = codec if codec is not None else codec_from_config(cfg.codec, ckpt_dir)
-        name, params = read_sampler_spec(ckpt_dir)
+        name, params, spec_negative = read_sampler_spec(ckpt_dir)
         name = sampler or name
         params = {**params, **(sampler_params or {})}
         cache = ResidualCache(cache_blocks, cache_reuse) if cache_reuse and cache_blocks else None
-        self.pipeline = MVDTPipeline(model, self.codec, name, cache=cache, **params)
+        self.pipeline = MVDTPipeline(model, self.codec, name, cache=cache,
+                                     negative=negative or spec_negative, **params)
         self.seed = int(seed)
         self.history = HistoryBuffer(cfg)
         self._state = CameraState()

@@ -5,6 +5,9 @@
 never knows the sampler, the sampler never knows the model. The history is embedded once per
 chunk (it is clean and constant across sampler steps); cond and uncond action tokens likewise.
 
+What guidance pushes away from is the pipeline's choice, not the sampler's (diffusers' negative
+prompt): :data:`NEGATIVES` names the options (:func:`negative_actions`).
+
 Codec protocol (what :mod:`world.vae` provides for a VAE; :class:`PixelCodec` here is the pixel
 space one): ``encode(frames uint8 (n, H, W, 3)) -> Tensor (C, n_latent, h, w)`` and
 ``decode(latents (C, n_latent, h, w)) -> uint8 (n, H, W, 3)``.
@@ -13,18 +16,50 @@ space one): ``encode(frames uint8 (n, H, W, 3)) -> Tensor (C, n_latent, h, w)`` 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from control.actions import Action
+from control.actions import Action, ActionError, parse_action, parse_prompt
+from world.base import WorldError
 from world.mvdt.cache import ResidualCache
 from world.mvdt.model import MVDTModel
 from world.mvdt.samplers import Sampler, get_sampler
 
 logger = logging.getLogger(__name__)
+
+
+NEGATIVES = ("null", "still")
+
+
+def negative_actions(actions: Sequence[Action | str | None], negative: str = "null") -> list:
+    """The actions classifier-free guidance pushes away from, one per commanded action.
+
+    ``"null"``: the null prompt (Yume's guidance: away from "any action").
+    ``"still"``: the same rotation with the translation key released, so guidance amplifies
+    exactly what the translation key adds (the parallax of walking), which the null prompt
+    blurs with every other action; actions without a translation key keep the null prompt.
+    """
+    if negative not in NEGATIVES:
+        raise WorldError(f"Unknown guidance negative {negative!r}; use one of "
+                         f"{', '.join(NEGATIVES)}.")
+    if negative == "null":
+        return [None] * len(actions)
+    out: list = []
+    for a in actions:
+        if isinstance(a, str):  # key names ("W RIGHT") or an action prompt of the templates
+            try:
+                a = parse_action(a)
+            except ActionError:
+                try:
+                    a = parse_prompt(a)
+                except ActionError as err:
+                    raise WorldError(str(err)) from err
+        out.append(Action("·", a.rotation) if a is not None and a.translation != "·" else None)
+    return out
 
 
 class PixelCodec:
@@ -84,8 +119,6 @@ def codec_from_config(codec: dict[str, Any], checkpoint_dir=None):
     if kind == "pixel":
         return PixelCodec(int(codec.get("factor", 1)), float(codec.get("scale", 1.0)),
                           float(codec.get("shift", 0.0)))
-    from world.base import WorldError
-
     raise WorldError(f"This checkpoint needs the {kind!r} latent space from world.vae, which is "
                      "not available; install the full project.")
 
@@ -102,14 +135,20 @@ class MVDTPipeline:
         Registry name or instance (default Euler, 50 steps, guidance 5).
     cache : ResidualCache, optional
         Residual caching of selected blocks (reset for every chunk).
+    negative : {"null", "still"}
+        What guidance pushes away from (:func:`negative_actions`); used only when the
+        sampler guides.
     """
 
     def __init__(self, model: MVDTModel, codec=None, sampler: str | Sampler = "euler",
-                 cache: ResidualCache | None = None, **sampler_params: Any) -> None:
+                 cache: ResidualCache | None = None, negative: str = "null",
+                 **sampler_params: Any) -> None:
         self.model = model
         self.codec = codec
         self.sampler = get_sampler(sampler, **sampler_params)
         self.cache = cache
+        negative_actions([], negative)  # an unknown name fails here, not at the first chunk
+        self.negative = negative
 
     @property
     def config(self):
@@ -135,7 +174,7 @@ class MVDTPipeline:
         history : Tensor (C, Fh, h, w) or (B, C, Fh, h, w) or None
             Clean history latents, oldest first (already bounded by a HistoryBuffer or not:
             frames the schedule drops are never embedded).
-        action : Action, prompt string or None
+        action : Action, prompt string or None, or a sequence of them (one per batch item)
         generator : torch.Generator, optional
             Seeds the initial noise (and SDE noise).
         noise : Tensor, optional
@@ -156,8 +195,12 @@ class MVDTPipeline:
         noise = noise.reshape(shape).to(model.device)
         hist = model.embed_history(
             history.to(model.device) if history is not None else None, batch=b)
-        cond = model.encode_actions([action] * b)
-        uncond = model.encode_actions([None] * b) if self.sampler.guidance_scale != 1.0 else None
+        actions = list(action) if isinstance(action, list | tuple) else [action] * b
+        if len(actions) != b:
+            raise WorldError(f"Got {len(actions)} actions for a batch of {b} histories.")
+        cond = model.encode_actions(actions)
+        uncond = (model.encode_actions(negative_actions(actions, self.negative))
+                  if self.sampler.guidance_scale != 1.0 else None)
         if self.cache is not None:
             self.cache.reset()
 

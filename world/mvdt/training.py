@@ -5,6 +5,8 @@ flow shift (3); the loss covers only the generated chunk, never the history. The
 replaced by the null prompt with probability ``cfg_drop_prob`` so classifier-free guidance works.
 Each step runs an unmasked pass and an MAE-masked pass (mask ratio ~ U[0.3, 0.5]). With
 ``history_noise`` set, the history latents get Gaussian noise of a random strength per example.
+:func:`self_generated_history` swaps the newest history chunks for the model's own samples
+(training on its own output, as it runs; a one-chunk form of self-forcing).
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from control.actions import Action
 from world.mvdt.masking import random_token_mask, sample_mask_ratio
 from world.mvdt.model import MVDTModel
+from world.mvdt.pipeline import MVDTPipeline
 
 
 def shift_sigma(sigma: torch.Tensor | float, shift: float) -> torch.Tensor | float:
@@ -147,3 +151,48 @@ def training_loss(
         logs["mask_ratio"] = float(ratio)
     logs["loss"] = float(loss.detach())
     return loss, logs
+
+
+@torch.no_grad()
+def self_generated_history(
+    pipeline: MVDTPipeline,
+    history: torch.Tensor,
+    history_actions: torch.Tensor,
+    chunks: int = 1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The history with its newest ``chunks`` chunks replaced by the pipeline's own samples.
+
+    At run time the model continues from frames it generated itself, softer and with other
+    errors than the clean clips it trains on; training on such histories teaches it to carry
+    on from them (and to correct them) instead of compounding their errors. Chunk ``j`` back
+    from the newest is generated from everything before it (its own earlier samples included)
+    under the action that produced it in the clip.
+
+    Parameters
+    ----------
+    pipeline : MVDTPipeline
+        Model and sampler that generate (usually the EMA weights with the shipped sampler).
+    history : Tensor (B, C, Fh, H, W)
+        Clean history latents, first frame then the recent ones (as :class:`ChunkSampler`
+        gives them).
+    history_actions : LongTensor (B, K)
+        Action indices of the clip's chunks before the target; the last ``chunks`` are used.
+    chunks : int
+        How many of the newest chunks to replace; fewer when the history is shorter.
+
+    Returns
+    -------
+    Tensor
+        A new history tensor (the input is not modified).
+    """
+    f = pipeline.config.chunk_latent_frames
+    length = history.shape[2]
+    n = min(int(chunks), history_actions.shape[1], (length - 1) // f)
+    out = history.clone()
+    for j in range(n, 0, -1):
+        end = length - (j - 1) * f
+        acts = [Action.from_index(int(a)) for a in history_actions[:, -j]]
+        out[:, :, end - f:end] = pipeline.generate_latents(out[:, :, :end - f], acts,
+                                                           generator=generator)
+    return out
