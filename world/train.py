@@ -601,19 +601,34 @@ def _write_meta(ckpt_dir: Path, cfg: TrainConfig, state: dict, n_params: int) ->
     (ckpt_dir / "training.json").write_text(json.dumps(meta, indent=1))
 
 
+def _stage_logs(folder: Path) -> list[Path]:
+    """The stage logs an exported checkpoint ships, newest first."""
+    logs = [folder / "training_log.jsonl", folder / "training_log_init.jsonl"]
+    k = 2
+    while (folder / f"training_log_init{k}.jsonl").is_file():
+        logs.append(folder / f"training_log_init{k}.jsonl")
+        k += 1
+    return [p for p in logs if p.is_file()]
+
+
 def _earlier_stages(meta: dict, limit: int = 16) -> list[Path]:
-    """Run folders of the stages a run was warm-started from, following ``init_from`` back."""
+    """Logs of the stages a run was warm-started from, newest first, following ``init_from``
+    back through run folders; an exported checkpoint (such as the shipped one) contributes the
+    stage logs it ships."""
     stages: list[Path] = []
     init = meta.get("train_config", {}).get("init_from") or ""
     while init and len(stages) < limit:
+        if (Path(init) / "training_log.jsonl").is_file():
+            stages += _stage_logs(Path(init))
+            break
         run = Path(init).parent
         if not (run / "log.jsonl").is_file():
             break
-        stages.append(run)
+        stages.append(run / "log.jsonl")
         info = Path(init) / "training.json"
         init = (json.loads(info.read_text()).get("train_config", {}).get("init_from") or ""
                 if info.is_file() else "")
-    return stages
+    return stages[:limit]
 
 
 def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path | None = None,
@@ -624,8 +639,8 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path
     ``training.json``), the run's ``log.jsonl`` (as ``training_log.jsonl``; a warm-started run
     adds the logs of the stages it grew from, newest first, as ``training_log_init.jsonl``,
     ``training_log_init2.jsonl``, ...) and ``loss.png``,
-    optionally the IDM (``idm/``) and a ``sampler.json`` (``{"name", "params"}``) naming the
-    recommended sampler. The copy is made in a temporary folder and swapped in.
+    optionally the IDM (``idm/``) and a ``sampler.json`` (``{"name", "params", "negative"}``)
+    naming the recommended sampler. The copy is made in a temporary folder and swapped in.
     ``weights="raw"`` ships the last raw (non-EMA) weights of ``last/`` instead, for runs too
     short for the EMA to catch up.
     """
@@ -648,9 +663,9 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path
     meta = json.loads((tmp / "training.json").read_text())
     meta["weights"] = weights
     (tmp / "training.json").write_text(json.dumps(meta, indent=1))
-    for k, stage in enumerate(_earlier_stages(meta)):
+    for k, stage_log in enumerate(_earlier_stages(meta)):
         # A warm-started run ships the logs of the stages it grew from too (newest first).
-        shutil.copy2(stage / "log.jsonl", tmp / f"training_log_init{k + 1 if k else ''}.jsonl")
+        shutil.copy2(stage_log, tmp / f"training_log_init{k + 1 if k else ''}.jsonl")
     if (run / "log.jsonl").is_file():
         shutil.copy2(run / "log.jsonl", tmp / "training_log.jsonl")
         plot_loss(run / "log.jsonl", tmp / "loss.png",

@@ -225,6 +225,17 @@ def test_two_stage_run_warm_starts_and_ships_both_logs(trained, tmp_path):
     first = (tmp / "run" / "log.jsonl").read_text()
     assert (dest / "training_log_init2.jsonl").read_text() == first
     assert not (dest / "training_log_init3.jsonl").exists()
+    # A stage warm-started from the exported checkpoint itself (as a fine-tune of the shipped
+    # one is) carries the logs that checkpoint ships.
+    stage4 = tiny_config(tmp, run_dir=str(tmp_path / "stage4"), init_from=str(dest), max_steps=1)
+    stage4.model = stage2.model
+    dest4 = export_checkpoint(Path(train(stage4, progress=False)).parent, tmp_path / "ship4")
+    shipped = [(dest / "training_log.jsonl").read_text(), (tmp_path / "stage2" / "log.jsonl")
+               .read_text(), first]
+    assert [(dest4 / n).read_text() for n in ("training_log_init.jsonl",
+            "training_log_init2.jsonl", "training_log_init3.jsonl")] == shipped
+    assert (dest4 / "training_log.jsonl").read_text() == (
+        tmp_path / "stage4" / "log.jsonl").read_text()
 
 
 def test_self_generated_history_replaces_only_the_newest_chunks(trained):
