@@ -270,6 +270,9 @@ def _chunk_pairs(first: np.ndarray, frames: np.ndarray, fps: int) -> tuple[np.nd
     return befores.reshape(-1, *frames.shape[2:]), lasts.reshape(-1, *frames.shape[2:])
 
 
+_DRIFT_STREAM = 7919  # offsets the seed of the drift scenes' draw from the horizon scenes' draw
+
+
 def horizon_scene_seeds(cfg: EvalConfig) -> np.ndarray:
     """Held-out scenes of the horizon metrics: ``cfg.episodes`` of them, drawn with ``cfg.seed``.
 
@@ -284,9 +287,6 @@ def drift_scene_seeds(cfg: EvalConfig) -> np.ndarray:
     horizon = set(horizon_scene_seeds(cfg).tolist())
     pool = scene_seeds("heldout", cfg.episodes + cfg.drift_episodes, cfg.seed + _DRIFT_STREAM)
     return np.array([s for s in pool if int(s) not in horizon][:cfg.drift_episodes], np.int64)
-
-
-_DRIFT_STREAM = 7919  # offsets the seed of the drift scenes' draw from the horizon scenes' draw
 
 
 def evaluate(model, codec, idm=None, config: EvalConfig | None = None, progress: bool = True,
