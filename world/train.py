@@ -516,13 +516,12 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
     self_pipe = None
     if cfg.self_history > 0:
         from world.mvdt import MVDTPipeline
+        from world.mvdt.pipeline import split_sampler_spec
 
-        spec = cfg.self_history_sampler
         try:
-            self_pipe = MVDTPipeline(ema, None, spec.get("name", "euler"),
-                                     negative=spec.get("negative", "null"),
-                                     **spec.get("params", {}))
-        except (WorldError, AttributeError) as err:
+            name, params, negative = split_sampler_spec(cfg.self_history_sampler)
+            self_pipe = MVDTPipeline(ema, None, name, negative=negative, **params)
+        except (WorldError, AttributeError, TypeError, ValueError) as err:
             raise TrainError(f"self_history_sampler is not a usable sampler spec ({err}); write "
                              'it as {"name": "euler", "params": {"num_steps": 4}}.') from err
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=cfg.name, disable=not progress)

@@ -26,7 +26,7 @@ from world.mvdt.cache import ResidualCache
 from world.mvdt.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from world.mvdt.memory import HistoryBuffer, history_token_count
 from world.mvdt.model import MVDTModel
-from world.mvdt.pipeline import MVDTPipeline, codec_from_config
+from world.mvdt.pipeline import MVDTPipeline, codec_from_config, split_sampler_spec
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +44,7 @@ def read_sampler_spec(ckpt_dir: str | Path | None) -> tuple[str, dict[str, Any],
     path = Path(ckpt_dir) / SAMPLER_FILE if ckpt_dir is not None else None
     if path is not None and path.is_file():
         try:
-            spec = json.loads(path.read_text(encoding="utf-8"))
-            return (str(spec.get("name", "euler")), dict(spec.get("params", {})),
-                    str(spec.get("negative", "null")))
+            return split_sampler_spec(json.loads(path.read_text(encoding="utf-8")))
         except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as err:
             raise WorldError(f"{path} is not a valid sampler file ({err}); fix or delete "
                              "it.") from err

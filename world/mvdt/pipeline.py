@@ -62,6 +62,13 @@ def negative_actions(actions: Sequence[Action | str | None], negative: str = "nu
     return out
 
 
+def split_sampler_spec(spec: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """``(name, params, negative)`` of a sampler spec as ``sampler.json`` writes it
+    (``{"name", "params", "negative"}``, every key optional)."""
+    return (str(spec.get("name", "euler")), dict(spec.get("params", {})),
+            str(spec.get("negative", "null")))
+
+
 class PixelCodec:
     """Pixel-space "latents": RGB in [-1, 1], folded space-to-depth by ``factor``.
 
