@@ -146,8 +146,11 @@ class InverseDynamics(nn.Module):
                 f"The IDM takes two (B, {self.config.height}, {self.config.width}, 3) frame "
                 f"batches, got {tuple(before.shape)} and {tuple(after.shape)}."
             )
-        a, b = self._prep(before), self._prep(after)
-        h = self.trunk(self.features(torch.cat([a, b, b - a], dim=1)))
+        return self.logits_unit(self._prep(before), self._prep(after))
+
+    def logits_unit(self, before: torch.Tensor, after: torch.Tensor):
+        """Logits from float ``(B, 3, H, W)`` frames in [-1, 1]; differentiable in the frames."""
+        h = self.trunk(self.features(torch.cat([before, after, after - before], dim=1)))
         return self.translation(h), self.rotation(h)
 
     @torch.no_grad()
@@ -218,6 +221,29 @@ class InverseDynamics(nn.Module):
             raise IDMError(f"Cannot load the IDM from {d}: {err}. Retrain it.") from err
         model.eval()
         return model
+
+
+def motion_kl(critic: InverseDynamics, before: torch.Tensor, target: torch.Tensor,
+              generated: torch.Tensor) -> torch.Tensor:
+    """How differently ``critic`` reads the motion of a generated frame and of the true one.
+
+    Per example, the KL divergence from the critic's translation and rotation probabilities on
+    ``(before, target)`` to those on ``(before, generated)`` (summed over the two heads). All
+    frames are float ``(B, 3, H, W)`` in [-1, 1]; the gradient reaches ``generated`` only. As a
+    training loss it asks a generator for frames whose motion reads like the true motion
+    (including "none" where the true camera was blocked), which a pixel loss on a blurred
+    prediction barely rewards. Use a critic trained apart from the evaluating IDM (other seed,
+    other clips), so that the evaluation does not score the critic's own preferences.
+
+    Returns
+    -------
+    Tensor (B,)
+    """
+    with torch.no_grad():
+        ref = [x.log_softmax(1) for x in critic.logits_unit(before, target)]
+    gen = [x.log_softmax(1) for x in critic.logits_unit(before, generated)]
+    return sum(F.kl_div(g, r, log_target=True, reduction="none").sum(1)
+               for g, r in zip(gen, ref, strict=True))
 
 
 def _index_map(keys: tuple[str, ...], swaps: dict[str, str]) -> torch.Tensor:

@@ -105,6 +105,13 @@ class TrainConfig:
     self_history_sampler : dict
         The sampler that makes them, as in a checkpoint's ``sampler.json``
         (``{"name", "params", "negative"}``); it drives the EMA weights.
+    motion_critic : str
+        Folder of an inverse-dynamics model (``yume world idm``) used as a training critic:
+        the unmasked pass's clean-chunk estimate must move like the true chunk in its eyes
+        (:func:`world.idm.motion_kl`). Train it apart from the evaluating IDM (``--seed``,
+        other clips). Empty = no motion loss.
+    motion_weight : float
+        Weight of that loss (0 = off).
     seed : int
         Seed of model initialisation and batch sampling.
     """
@@ -132,6 +139,8 @@ class TrainConfig:
     self_history_chunks: int = 1
     self_history_sampler: dict = field(default_factory=lambda: {
         "name": "euler", "params": {"num_steps": 4, "shift": 1.0}})
+    motion_critic: str = ""
+    motion_weight: float = 0.0
     seed: int = 0
     init_from: str = ""
 
@@ -395,6 +404,32 @@ def heldout_loss(model, sampler: ChunkSampler, batches: int = 4, batch_size: int
     return float(np.mean(values))
 
 
+def load_motion_critic(folder: str | Path, codec, model_config, device: torch.device):
+    """``critic(before, target, generated)`` on latent frames, from an IDM folder."""
+    from world.idm import InverseDynamics, motion_kl
+
+    idm = InverseDynamics.load(folder)
+    if (idm.config.height, idm.config.width) != (model_config.frame_height,
+                                                 model_config.frame_width):
+        raise TrainError(
+            f"The motion critic in {folder} reads {idm.config.height}x{idm.config.width} frames "
+            f"but the model makes {model_config.frame_height}x{model_config.frame_width}; "
+            "train a critic on clips of the model's size."
+        )
+    idm.requires_grad_(False)
+    idm.to(device)
+    space = getattr(codec, "space", None)
+    if space is None:
+        raise TrainError("The motion critic needs the project's latent spaces (world.vae) to "
+                         "decode latents to frames; install the full project.")
+
+    def critic(before: torch.Tensor, target: torch.Tensor, generated: torch.Tensor):
+        frames = (space.decode_unit(z.unsqueeze(2))[:, :, 0] for z in (before, target, generated))
+        return motion_kl(idm, *frames)
+
+    return critic
+
+
 def warm_start(model, checkpoint_dir: str | Path) -> list[str]:
     """Copy the weights of a checkpoint into ``model`` where names and shapes match.
 
@@ -524,6 +559,8 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
         except (WorldError, AttributeError, TypeError, ValueError) as err:
             raise TrainError(f"self_history_sampler is not a usable sampler spec ({err}); write "
                              'it as {"name": "euler", "params": {"num_steps": 4}}.') from err
+    critic = (load_motion_critic(cfg.motion_critic, codec, model_config, device)
+              if cfg.motion_critic and cfg.motion_weight > 0 else None)
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=cfg.name, disable=not progress)
     model.train()
     running, ok = [], True
@@ -554,7 +591,8 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
                     self_pipe, batch["history"], batch["history_actions"],
                     cfg.self_history_chunks, g)
         with torch.autocast(device.type, torch.bfloat16, enabled=cfg.amp):
-            loss, parts = training_loss(model, batch)
+            loss, parts = training_loss(model, batch, motion_critic=critic,
+                                        motion_weight=cfg.motion_weight)
         if not torch.isfinite(loss):
             ok = False
             logger.error("loss became %s at step %d; stopping", float(loss), state["step"])
@@ -570,6 +608,7 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
         if state["step"] % cfg.log_every == 0:
             row = {"step": state["step"], "loss": float(np.mean(running)),
                    "loss_masked": parts.get("loss_masked"),
+                   "loss_motion": parts.get("loss_motion"),
                    "grad_norm": float(gnorm), "lr": opt.param_groups[0]["lr"],
                    "elapsed": time.perf_counter() - t_start}
             running = []

@@ -72,6 +72,9 @@ def add_parser(sub) -> None:
     i.add_argument("--steps", type=int, default=1500, help="training steps (batch 64)")
     i.add_argument("--dropout", type=float, default=0.3, help="dropout of the classifier head")
     i.add_argument("--threads", type=int, default=1)
+    i.add_argument("--seed", type=int, default=0,
+                   help="seed of initialisation and batches (a motion critic for training "
+                        "should differ from the evaluator in seed and data)")
     i.set_defaults(func=run_idm)
 
     s = ws.add_parser("distill", help="train the few-step student from a teacher checkpoint",
@@ -168,7 +171,8 @@ def run_idm(args: argparse.Namespace) -> int:
     from world.idm import train_idm_from_folders
 
     report = train_idm_from_folders(args.data, args.heldout, args.out, steps=args.steps,
-                                    threads=args.threads, config={"dropout": args.dropout})
+                                    threads=args.threads, config={"dropout": args.dropout},
+                                    seed=args.seed)
     print(json.dumps(report, indent=1))
     return 0
 

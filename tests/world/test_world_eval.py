@@ -29,6 +29,7 @@ from world.idm import (
     InverseDynamics,
     accuracy,
     fit_idm,
+    motion_kl,
     motion_labels,
     pairs_from_clips,
 )
@@ -186,3 +187,20 @@ def test_symmetric_idm_prediction_respects_the_symmetries():
     torch.testing.assert_close(rr, lr[:, _REV_R])
     plain = idm.predict(before, after, symmetric=False)
     assert plain.shape == (6, 2) and idm.predict(before, after).shape == (6, 2)
+
+
+def test_motion_kl_is_zero_on_the_truth_and_differentiable(clips):
+    frames, poses = clips
+    before, after, labels = pairs_from_clips(frames, poses, frames_per_step=2)
+    model, _ = fit_idm(before, after, labels, steps=2, batch=8, progress=False)
+    model.zero_grad(set_to_none=True)
+    unit = [x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0) for x in (before, after)]
+    lt, lr = model.logits_unit(*unit)
+    ft, fr = model(before, after)
+    assert torch.allclose(lt, ft) and torch.allclose(lr, fr)
+    assert torch.allclose(motion_kl(model, unit[0], unit[1], unit[1]), torch.zeros(12), atol=1e-6)
+    generated = unit[0].clone().requires_grad_(True)  # "no motion" where the truth moved
+    kl = motion_kl(model, unit[0], unit[1], generated)
+    assert kl.shape == (12,) and bool((kl >= -1e-6).all()) and float(kl.detach().sum()) > 0
+    kl.sum().backward()
+    assert generated.grad is not None and float(generated.grad.abs().sum()) > 0

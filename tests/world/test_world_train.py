@@ -277,3 +277,56 @@ def test_training_on_self_generated_history(tmp_path, trained):
     cfg.run_dir, cfg.self_history_sampler = str(tmp_path / "bad"), {"name": "leapfrog"}
     with pytest.raises(TrainError, match="self_history_sampler"):
         train(cfg, progress=False)
+
+
+def test_training_with_a_motion_critic(tmp_path, trained):
+    from world.data import ClipDataset
+    from world.idm import IDMConfig, fit_idm, pairs_from_clips
+
+    tmp, _, _ = trained
+    ds = ClipDataset(tmp / "train")
+    poses = torch.stack([ds[k]["poses"] for k in range(len(ds))])
+    pairs = pairs_from_clips(ds.all_frames(), poses, ds.frames_per_step)
+    critic, _ = fit_idm(*pairs, IDMConfig(height=16, width=16, frames_per_step=2), steps=2,
+                        batch=4, progress=False)
+    critic.save(tmp_path / "critic")
+    cfg = tiny_config(tmp_path, motion_critic=str(tmp_path / "critic"), motion_weight=1.0)
+    cfg.data = {**cfg.data, "train_dir": str(tmp / "train"), "heldout_dir": str(tmp / "heldout")}
+    train(cfg, progress=False)
+    rows = [r for r in _rows(tmp_path / "run") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["loss_motion"] is not None and r["loss_motion"] >= 0 for r in rows)
+
+    critic32, _ = fit_idm(torch.zeros(2, 32, 32, 3, dtype=torch.uint8),
+                          torch.zeros(2, 32, 32, 3, dtype=torch.uint8),
+                          torch.zeros(2, 2, dtype=torch.int64), steps=1, batch=2,
+                          progress=False)
+    critic32.save(tmp_path / "critic32")
+    cfg.run_dir, cfg.motion_critic = str(tmp_path / "bad"), str(tmp_path / "critic32")
+    with pytest.raises(TrainError, match="motion critic"):
+        train(cfg, progress=False)
+
+
+def test_motion_loss_adds_to_the_same_flow_loss(trained):
+    from world.data import ClipDataset
+    from world.mvdt import codec_from_config
+    from world.mvdt.training import training_loss
+    from world.train import make_sampler
+
+    tmp, cfg, ckpt = trained
+    model = load_checkpoint(ckpt)
+    codec = codec_from_config(model.config.codec)
+    batch = make_sampler(ClipDataset(tmp / "train"), codec, model.config, 0).sample(2)
+    calls = []
+
+    def critic(before, target, generated):
+        calls.append((before.shape, target.shape, generated.requires_grad))
+        return (generated - target).pow(2).flatten(1).mean(1)
+
+    base, logs = training_loss(model, batch, torch.Generator().manual_seed(3))
+    both, logs2 = training_loss(model, batch, torch.Generator().manual_seed(3),
+                                motion_critic=critic, motion_weight=0.5)
+    assert "loss_motion" not in logs and logs2["loss_motion"] > 0
+    assert torch.allclose(both, base + 0.5 * logs2["loss_motion"], atol=1e-5)
+    c, h, w = model.config.latent_channels, model.config.latent_height, model.config.latent_width
+    assert calls == [((2, c, h, w), (2, c, h, w), True)]

@@ -11,7 +11,7 @@ Each step runs an unmasked pass and an MAE-masked pass (mask ratio ~ U[0.3, 0.5]
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from control.actions import Action
 from world.mvdt.masking import random_token_mask, sample_mask_ratio
-from world.mvdt.model import MVDTModel
+from world.mvdt.model import X0_SIGMA_MIN, MVDTModel
 from world.mvdt.pipeline import MVDTPipeline
 
 
@@ -73,8 +73,12 @@ def flow_matching_loss(
     t: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """MSE between predicted and true velocity on the chunk ``x0`` (B, C, F, H, W)."""
+    return_x0: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """MSE between predicted and true velocity on the chunk ``x0`` (B, C, F, H, W).
+
+    With ``return_x0`` also returns the model's estimate of the clean chunk (differentiable).
+    """
     b = x0.shape[0]
     if t is None:
         t = sample_timesteps(b, model.config.flow_shift, generator, x0.device)
@@ -82,7 +86,14 @@ def flow_matching_loss(
         noise = _randn_like(x0, generator)
     xt = add_noise(x0, noise, t)
     v = model(xt, t, context, history, mask=mask)
-    return F.mse_loss(v.float(), (noise - x0).float())
+    loss = F.mse_loss(v.float(), (noise - x0).float())
+    if not return_x0:
+        return loss
+    # x_t = (1 - t) x0 + t eps and v = eps - x0; an x0-model's sigma floor applies here too.
+    s = t.reshape(-1, 1, 1, 1, 1).to(v.dtype)
+    if model.config.prediction == "x0":
+        s = s.clamp_min(X0_SIGMA_MIN)
+    return loss, xt - s * v
 
 
 def training_loss(
@@ -91,6 +102,8 @@ def training_loss(
     generator: torch.Generator | None = None,
     masked: bool = True,
     unmasked: bool = True,
+    motion_critic: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    motion_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """One MVDT training objective.
 
@@ -105,6 +118,12 @@ def training_loss(
         Makes timesteps, noise, prompt dropping and masks reproducible.
     masked, unmasked : bool
         Which passes to run (Yume runs both; a distilled student may run only the unmasked one).
+    motion_critic : callable, optional
+        ``critic(before, target, generated) -> (B,)`` on latent frames ``(B, C, H, W)``: how
+        differently the motion from the newest history frame to the chunk's last frame reads
+        in the unmasked pass's clean-chunk estimate than in the truth (e.g. an inverse-dynamics
+        model's :func:`world.idm.motion_kl`). Added with weight ``motion_weight * (1 - t)``,
+        since the estimate carries little detail at high noise.
 
     Returns
     -------
@@ -120,10 +139,15 @@ def training_loss(
     b = x0.shape[0]
     if history is not None:
         history = history.to(model.device)
+    use_critic = motion_critic is not None and motion_weight > 0 and unmasked
+    if use_critic and (history is None or history.shape[2] == 0):
+        raise ValueError("The motion loss needs a history frame before the chunk.")
+    before = history[:, :, -1] if use_critic else None
 
     actions = drop_actions(batch["actions"], cfg.cfg_drop_prob, generator)
-    n_drop = int((actions < 0).sum()) if isinstance(actions, torch.Tensor) else sum(
-        a is None for a in actions)
+    dropped = (actions < 0).cpu() if isinstance(actions, torch.Tensor) else torch.tensor(
+        [a is None for a in actions])
+    n_drop = int(dropped.sum())
     context = model.encode_actions(actions)
     t = sample_timesteps(b, cfg.flow_shift, generator, x0.device)
     noise = _randn_like(x0, generator)
@@ -136,9 +160,17 @@ def training_loss(
     logs: dict[str, float] = {"t_mean": float(t.mean()), "drop_frac": n_drop / b}
     loss = x0.new_zeros(())
     if unmasked:
-        lu = flow_matching_loss(model, x0, context, hist_tokens, None, t, noise)
+        lu, x0_hat = flow_matching_loss(model, x0, context, hist_tokens, None, t, noise,
+                                        return_x0=True)
         loss = loss + lu
         logs["loss_unmasked"] = float(lu.detach())
+        if use_critic:
+            # Examples whose prompt was dropped are left out: their motion is not asked for.
+            weight = (1 - t) * (~dropped).to(t)
+            lmot = (motion_critic(before, x0[:, :, -1], x0_hat[:, :, -1].float())
+                    * weight).mean()
+            loss = loss + motion_weight * lmot
+            logs["loss_motion"] = float(lmot.detach())
     if masked:
         ratio = batch.get("mask_ratio")
         if ratio is None:
