@@ -29,6 +29,8 @@ ROTATION_AXES: dict[str, tuple[int, int]] = {
     "·": (0, 0), "→": (1, 0), "←": (-1, 0), "↑": (0, 1), "↓": (0, -1),
     "↑→": (1, 1), "↑←": (-1, 1), "↓→": (1, -1), "↓←": (-1, -1),
 }
+_TRANSLATION_BY_AXES = {v: k for k, v in TRANSLATION_AXES.items()}
+_ROTATION_BY_AXES = {v: k for k, v in ROTATION_AXES.items()}
 
 # ASCII spellings accepted by the parser (for terminals, config files and LSL markers).
 _ROTATION_ALIASES: dict[str, str] = {
@@ -125,6 +127,15 @@ class Action:
     def rotation_axes(self) -> tuple[int, int]:
         """(yaw, pitch) signs of the rotation; positive = right / up."""
         return ROTATION_AXES[self.rotation]
+
+    def mirrored(self) -> Action:
+        """The action seen in a left-right mirror: A <-> D and turning right <-> left.
+
+        A mirrored video of a walk is a valid video of the mirrored walk, which training and
+        the inverse-dynamics model use as a symmetry of the data.
+        """
+        (x, z), (yaw, pitch) = self.translation_axes, self.rotation_axes
+        return Action(_TRANSLATION_BY_AXES[(-x, z)], _ROTATION_BY_AXES[(-yaw, pitch)])
 
     def __str__(self) -> str:
         return format_action(self)

@@ -253,8 +253,9 @@ def _index_map(keys: tuple[str, ...], swaps: dict[str, str]) -> torch.Tensor:
 
 # Label permutations of the symmetries of the data: a mirrored pair (left <-> right) and a
 # time-reversed pair (after, before) are valid examples of the mirrored / opposite motion.
-_FLIP_T = _index_map(TRANSLATIONS, {"A": "D", "W+A": "W+D", "S+A": "S+D"})
-_FLIP_R = _index_map(ROTATIONS, {"→": "←", "↑→": "↑←", "↓→": "↓←"})
+_FLIP_T = torch.tensor([TRANSLATIONS.index(Action(t).mirrored().translation)
+                        for t in TRANSLATIONS])
+_FLIP_R = torch.tensor([ROTATIONS.index(Action("·", r).mirrored().rotation) for r in ROTATIONS])
 _REV_T = _index_map(TRANSLATIONS, {"W": "S", "A": "D", "W+A": "S+D", "W+D": "S+A"})
 _REV_R = _index_map(ROTATIONS, {"→": "←", "↑": "↓", "↑→": "↓←", "↑←": "↓→"})
 

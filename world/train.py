@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from control.actions import Action
+from control.actions import ROTATIONS, TRANSLATIONS, Action
 from world.base import WorldError
 from world.data import ClipDataset, read_index, write_dataset
 
@@ -112,6 +112,11 @@ class TrainConfig:
         other clips). Empty = no motion loss.
     motion_weight : float
         Weight of that loss (0 = off).
+    balance_actions : float
+        How strongly training batches even out the translation keys (``ChunkSampler``'s
+        ``balance``; 0 = as the clips have them). Held-out batches stay as the clips are.
+    mirror : bool
+        Left-right mirrored examples with mirrored actions (``ChunkSampler``'s ``mirror``).
     seed : int
         Seed of model initialisation and batch sampling.
     """
@@ -141,6 +146,8 @@ class TrainConfig:
         "name": "euler", "params": {"num_steps": 4, "shift": 1.0}})
     motion_critic: str = ""
     motion_weight: float = 0.0
+    balance_actions: float = 0.0
+    mirror: bool = False
     seed: int = 0
     init_from: str = ""
 
@@ -224,14 +231,32 @@ class ChunkSampler:
     max_history : int, optional
         Recent history frames kept besides the first (the model's ``max_history_frames``).
     seed : int
+    balance : float
+        0 draws clips uniformly; ``b > 0`` weights a clip by ``frequency ** -b`` of the
+        translation key it holds at the drawn chunk (1 = every key equally often), so rare
+        motions (walking backwards, diagonals) are not drowned by walking forward.
+    mirror : bool
+        Flip half of the examples left-right, with their actions mirrored
+        (:meth:`~control.actions.Action.mirrored`): twice the walks, and "W+A" and "W+D"
+        learnt as one motion.
     """
 
     def __init__(self, frames: torch.Tensor, actions: torch.Tensor, frames_per_step: int,
-                 codec, max_history: int | None = None, seed: int = 0) -> None:
+                 codec, max_history: int | None = None, seed: int = 0,
+                 balance: float = 0.0, mirror: bool = False) -> None:
         self.frames, self.actions, self.codec = frames, actions, codec
         self.fps = frames_per_step
         self.max_history = max_history
         self.gen = torch.Generator().manual_seed(seed)
+        self.mirror = bool(mirror)
+        self._mirrored = torch.tensor([Action.from_index(i).mirrored().index
+                                       for i in range(len(TRANSLATIONS) * len(ROTATIONS))])
+        self.weights = None
+        if balance > 0:
+            keys = torch.tensor([TRANSLATIONS.index(Action.from_index(int(a)).translation)
+                                 for a in actions.reshape(-1)]).reshape(actions.shape)
+            freq = torch.bincount(keys.reshape(-1), minlength=len(TRANSLATIONS)).double()
+            self.weights = (freq / freq.sum()).clamp_min(1e-12)[keys].pow(-float(balance))
 
     def state(self) -> dict:
         return {"rng": self.gen.get_state().tolist()}
@@ -247,23 +272,34 @@ class ChunkSampler:
 
     def sample(self, batch: int) -> dict[str, Any]:
         n, chunks = self.actions.shape
-        idx = torch.randint(n, (batch,), generator=self.gen)
-        k = int(torch.randint(chunks, (1,), generator=self.gen))
+        if self.weights is None:
+            idx = torch.randint(n, (batch,), generator=self.gen)
+            k = int(torch.randint(chunks, (1,), generator=self.gen))
+        else:
+            k = int(torch.randint(chunks, (1,), generator=self.gen))
+            idx = torch.multinomial(self.weights[:, k], batch, replacement=True,
+                                    generator=self.gen)
         start = 1 + k * self.fps
         hist_idx = list(range(start))
         if self.max_history is not None and start > 1 + self.max_history:
             hist_idx = [0, *range(start - self.max_history, start)]
-        clips = self.frames[idx.to(self.frames.device)]
+        clips, actions = self.frames[idx.to(self.frames.device)], self.actions[idx]
+        if self.mirror:
+            flip = torch.rand(batch, generator=self.gen) < 0.5
+            clips = torch.where(flip.reshape(-1, 1, 1, 1, 1).to(clips.device), clips.flip(3),
+                                clips)
+            actions = torch.where(flip[:, None], self._mirrored[actions], actions)
         return {
             "history": self._encode(clips[:, hist_idx]),
             "target": self._encode(clips[:, start:start + self.fps]),
-            "actions": [Action.from_index(int(a)) for a in self.actions[idx, k]],
-            "history_actions": self.actions[idx, :k],
+            "actions": [Action.from_index(int(a)) for a in actions[:, k]],
+            "history_actions": actions[:, :k],
         }
 
 
 def make_sampler(dataset: ClipDataset | list[ClipDataset], codec, model_config, seed: int = 0,
-                 device: str | torch.device = "cpu") -> ChunkSampler:
+                 device: str | torch.device = "cpu", balance: float = 0.0,
+                 mirror: bool = False) -> ChunkSampler:
     """A :class:`ChunkSampler` over every clip of ``dataset`` (or several) for a model config."""
     sets = dataset if isinstance(dataset, list) else [dataset]
     shapes = {(d.frames_per_step, d.chunks_per_clip, d.height, d.width) for d in sets}
@@ -273,7 +309,7 @@ def make_sampler(dataset: ClipDataset | list[ClipDataset], codec, model_config, 
     frames = torch.cat([d.all_frames() for d in sets]).to(device)
     actions = torch.cat([d.all_actions() for d in sets])
     return ChunkSampler(frames, actions, sets[0].frames_per_step, codec,
-                        model_config.max_history_frames, seed)
+                        model_config.max_history_frames, seed, balance, mirror)
 
 
 # --------------------------------------------------------------------------- state files
@@ -507,7 +543,8 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
         )
     codec = codec_from_config(model_config.codec)
     device = torch.device(cfg.device)
-    sampler = make_sampler(train_sets, codec, model_config, cfg.seed, device)
+    sampler = make_sampler(train_sets, codec, model_config, cfg.seed, device,
+                           cfg.balance_actions, cfg.mirror)
     held_sampler = make_sampler(held_set, codec, model_config, cfg.seed + 1, device)
     channels = sampler.sample(1)["target"].shape[1]
     if channels != model_config.latent_channels:

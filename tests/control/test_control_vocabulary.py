@@ -250,3 +250,12 @@ def test_keyboard_lit_keys_and_aliases():
     assert km.action({"Z", "Q"}) == Action("W+A")
     assert KeyboardMap().lit_keys(Action("S+D", "↑←")) == {"S", "D", "Up", "Left"}
     assert all(KeyboardMap().action(KeyboardMap().lit_keys(a)) == a for a in VOCAB)
+
+
+def test_mirrored_action_swaps_left_and_right_only():
+    for a in vocabulary():
+        m = a.mirrored()
+        assert m.mirrored() == a
+        (x, z), (yaw, pitch) = a.translation_axes, a.rotation_axes
+        assert m.translation_axes == (-x, z) and m.rotation_axes == (-yaw, pitch)
+    assert Action("S+D", "↑←").mirrored() == Action("S+A", "↑→")

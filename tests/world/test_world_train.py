@@ -330,3 +330,42 @@ def test_motion_loss_adds_to_the_same_flow_loss(trained):
     assert torch.allclose(both, base + 0.5 * logs2["loss_motion"], atol=1e-5)
     c, h, w = model.config.latent_channels, model.config.latent_height, model.config.latent_width
     assert calls == [((2, c, h, w), (2, c, h, w), True)]
+
+
+def test_balanced_sampling_evens_out_translation_keys(trained):
+    from control.actions import Action
+    from world.train import ChunkSampler
+
+    codec = type("C", (), {"encode": staticmethod(lambda f: torch.zeros(1, len(f), 1, 1))})()
+    w, s = Action("W", "·").index, Action("S", "·").index
+    actions = torch.full((40, 1), w)
+    actions[:4] = s  # walking backwards in one clip of ten
+    frames = torch.zeros(40, 3, 2, 2, 3, dtype=torch.uint8)
+
+    def share_of_s(balance):
+        sampler = ChunkSampler(frames, actions, 2, codec, seed=1, balance=balance)
+        keys = [a.translation for _ in range(50) for a in sampler.sample(8)["actions"]]
+        return keys.count("S") / len(keys)
+
+    assert share_of_s(0.0) < 0.2 and 0.4 < share_of_s(1.0) < 0.6
+
+
+def test_mirrored_examples_flip_frames_and_actions():
+    from control.actions import Action
+    from world.train import ChunkSampler
+
+    codec = type("C", (), {"encode": staticmethod(
+        lambda f: torch.from_numpy(f).permute(3, 0, 1, 2).float())})()
+    frames = torch.zeros(6, 5, 2, 2, 3, dtype=torch.uint8)
+    frames[:, :, :, 0] = 255  # a bright left column
+    act = Action("W+A", "↓→")
+    sampler = ChunkSampler(frames, torch.full((6, 2), act.index), 2, codec, seed=0, mirror=True)
+    seen = set()
+    for _ in range(10):
+        b = sampler.sample(4)
+        for i, a in enumerate(b["actions"]):
+            flipped = bool(b["target"][i, :, :, :, 0].max() == 0)
+            assert a == (Action("W+D", "↓←") if flipped else act)
+            assert bool((b["history_actions"][i] == a.index).all())
+            seen.add(flipped)
+    assert seen == {True, False}
