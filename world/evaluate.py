@@ -257,8 +257,16 @@ def _idm_scores(idm, before: np.ndarray, after: np.ndarray, actions: np.ndarray)
     want = np.array([[TRANSLATIONS.index(Action.from_index(int(a)).translation),
                       ROTATIONS.index(Action.from_index(int(a)).rotation)] for a in actions])
     ok = pred == want
+    confusion = np.zeros((len(TRANSLATIONS), len(TRANSLATIONS)), np.int64)
+    np.add.at(confusion, (want[:, 0], pred[:, 0]), 1)
+    by_key = {key: {"n": int((want[:, 0] == i).sum()),
+                    "action": float(ok[want[:, 0] == i].all(1).mean())}
+              for i, key in enumerate(TRANSLATIONS) if (want[:, 0] == i).any()}
     return {"action": float(ok.all(1).mean()), "translation": float(ok[:, 0].mean()),
-            "rotation": float(ok[:, 1].mean()), "n": int(len(want))}
+            "rotation": float(ok[:, 1].mean()), "n": int(len(want)),
+            "by_translation_key": by_key,
+            # rows: commanded translation key, columns: the one the IDM read (TRANSLATIONS order)
+            "translation_confusion": confusion.tolist()}
 
 
 def _chunk_pairs(first: np.ndarray, frames: np.ndarray, fps: int) -> tuple[np.ndarray, ...]:
@@ -449,6 +457,9 @@ def format_table(results: dict) -> str:
         lines.append(f"action following (IDM): model {m['action']:.3f} "
                      f"(translation {m['translation']:.3f}, rotation {m['rotation']:.3f}); "
                      f"ground truth {g['action']:.3f}")
+        lines.append("  by translation key (model / ground truth, n): " + ", ".join(
+            f"{k} {v['action']:.2f}/{g['by_translation_key'][k]['action']:.2f} ({v['n']})"
+            for k, v in m["by_translation_key"].items()))
     if "drift" in results:
         lines.append("drift  chunks     PSNR  colour err  sharpness  action-following")
         for r in results["drift"]["windows"]:

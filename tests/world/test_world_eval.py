@@ -107,12 +107,17 @@ def test_eval_tiny_random_model(tmp_path):
     assert {"psnr_gain_at_h", "ssim_at_h", "horizon_step"} <= set(res["summary"])
     af = res["action_following"]
     assert {"model", "ground_truth"} == set(af) and 0 <= af["model"]["action"] <= 1
+    m = af["model"]
+    assert sum(map(sum, m["translation_confusion"])) == m["n"] == 6
+    assert sum(v["n"] for v in m["by_translation_key"].values()) == m["n"]
+    hits = sum(m["translation_confusion"][i][i] for i in range(9))
+    assert hits / m["n"] == pytest.approx(m["translation"])
     assert len(res["drift"]["windows"]) == 2
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["summary"] == pytest.approx(res["summary"])
     assert (tmp_path / "rollouts.png").stat().st_size > 100
     assert (tmp_path / "rollout.gif").stat().st_size > 100
-    assert "PSNR" in format_table(res)
+    assert "PSNR" in format_table(res) and "by translation key" in format_table(res)
     speed = measure_speed(model, codec, ev, chunks=1)
     assert speed["frames_per_second"] > 0 and speed["model_calls_per_chunk"] == 2
 
