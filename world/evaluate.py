@@ -298,7 +298,8 @@ def drift_scene_seeds(cfg: EvalConfig) -> np.ndarray:
 
 
 def evaluate(model, codec, idm=None, config: EvalConfig | None = None, progress: bool = True,
-             world_factory=None, out_dir: str | Path | None = None) -> dict:
+             world_factory=None, out_dir: str | Path | None = None,
+             other_judges: dict | None = None) -> dict:
     """Measure a world model against the sandbox on held-out scenes.
 
     Parameters
@@ -316,6 +317,9 @@ def evaluate(model, codec, idm=None, config: EvalConfig | None = None, progress:
         Ground-truth engine (default: the sandbox at the model's resolution).
     out_dir : path, optional
         Where to write ``eval.json``, ``rollouts.png`` and ``rollout.gif``.
+    other_judges : dict of name -> InverseDynamics, optional
+        More IDMs that score the same rollouts (``action_following["other_judges"]``): a
+        second opinion when a model was trained against an IDM critic.
 
     Returns
     -------
@@ -366,6 +370,11 @@ def evaluate(model, codec, idm=None, config: EvalConfig | None = None, progress:
         tb, ta = _chunk_pairs(first, truth, fps)
         results["action_following"] = {"model": _idm_scores(idm, gb, ga, actions),
                                        "ground_truth": _idm_scores(idm, tb, ta, actions)}
+        if other_judges:
+            results["action_following"]["other_judges"] = {
+                name: {"model": _idm_scores(j, gb, ga, actions)["action"],
+                       "ground_truth": _idm_scores(j, tb, ta, actions)["action"]}
+                for name, j in other_judges.items()}
     if cfg.drift_episodes > 0 and cfg.drift_chunks > 0:
         results["drift"] = _drift(model, codec, idm, cfg, drift_scene_seeds(cfg), res, fps,
                                   progress, world_factory)
@@ -460,6 +469,9 @@ def format_table(results: dict) -> str:
         lines.append("  by translation key (model / ground truth, n): " + ", ".join(
             f"{k} {v['action']:.2f}/{g['by_translation_key'][k]['action']:.2f} ({v['n']})"
             for k, v in m["by_translation_key"].items()))
+        for name, r in results["action_following"].get("other_judges", {}).items():
+            lines.append(f"  judged by {name}: model {r['model']:.3f}, ground truth "
+                         f"{r['ground_truth']:.3f}")
     if "drift" in results:
         lines.append("drift  chunks     PSNR  colour err  sharpness  action-following")
         for r in results["drift"]["windows"]:

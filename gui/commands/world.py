@@ -72,6 +72,8 @@ def add_parser(sub) -> None:
     i.add_argument("--steps", type=int, default=1500, help="training steps (batch 64)")
     i.add_argument("--dropout", type=float, default=0.3, help="dropout of the classifier head")
     i.add_argument("--threads", type=int, default=1)
+    i.add_argument("--width", type=int, default=24,
+                   help="channels of the first strided layer (the CNN's width multiplier)")
     i.add_argument("--seed", type=int, default=0,
                    help="seed of initialisation and batches (a motion critic for training "
                         "should differ from the evaluator in seed and data)")
@@ -99,6 +101,9 @@ def add_parser(sub) -> None:
     e.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     e.add_argument("--idm", default=None,
                    help="IDM folder (default: CHECKPOINT/idm when present)")
+    e.add_argument("--also-idm", nargs="+", default=[], metavar="DIR",
+                   help="more IDM folders that score the same rollouts (a second opinion, e.g. "
+                        "on a model trained against an IDM critic)")
     e.add_argument("--episodes", type=int, default=8)
     e.add_argument("--horizon", type=int, default=16)
     e.add_argument("--drift-chunks", type=int, default=64)
@@ -171,7 +176,8 @@ def run_idm(args: argparse.Namespace) -> int:
     from world.idm import train_idm_from_folders
 
     report = train_idm_from_folders(args.data, args.heldout, args.out, steps=args.steps,
-                                    threads=args.threads, config={"dropout": args.dropout},
+                                    threads=args.threads,
+                                    config={"dropout": args.dropout, "width_mult": args.width},
                                     seed=args.seed)
     print(json.dumps(report, indent=1))
     return 0
@@ -205,7 +211,8 @@ def run_eval(args: argparse.Namespace) -> int:
                      guidance_interval=interval, negative=args.negative,
                      shift=args.shift, cache_blocks=args.cache_blocks, cache_reuse=args.cache_reuse,
                      seed=args.seed, threads=args.threads)
-    results = evaluate(model, codec, idm, cfg, out_dir=args.out)
+    judges = {Path(d).name: InverseDynamics.load(d) for d in args.also_idm}
+    results = evaluate(model, codec, idm, cfg, out_dir=args.out, other_judges=judges)
     if args.speed:
         results["speed_batch1"] = measure_speed(model, codec, cfg)
         Path(args.out, "eval.json").write_text(json.dumps(results, indent=1))

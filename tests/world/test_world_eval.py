@@ -100,13 +100,15 @@ def test_eval_tiny_random_model(tmp_path):
     idm = InverseDynamics(IDMConfig(height=16, width=16, frames_per_step=2))
     ev = EvalConfig(episodes=2, horizon=3, drift_chunks=4, drift_episodes=1, drift_window=2,
                     num_steps=2, threads=1)
-    res = evaluate(model, codec, idm, ev, progress=False, out_dir=tmp_path)
+    judge = InverseDynamics(IDMConfig(height=16, width=16, frames_per_step=2, width_mult=16))
+    res = evaluate(model, codec, idm, ev, progress=False, out_dir=tmp_path,
+                   other_judges={"second": judge})
     for key in ("psnr", "ssim", "baseline_psnr", "baseline_ssim", "psnr_gain"):
         assert len(res["per_step"][key]) == 3
     assert all(0.0 <= s <= 1.0 for s in res["per_step"]["ssim"] + res["per_step"]["baseline_ssim"])
     assert {"psnr_gain_at_h", "ssim_at_h", "horizon_step"} <= set(res["summary"])
     af = res["action_following"]
-    assert {"model", "ground_truth"} == set(af) and 0 <= af["model"]["action"] <= 1
+    assert {"model", "ground_truth", "other_judges"} == set(af) and 0 <= af["model"]["action"] <= 1
     m = af["model"]
     assert sum(map(sum, m["translation_confusion"])) == m["n"] == 6
     assert sum(v["n"] for v in m["by_translation_key"].values()) == m["n"]
@@ -118,6 +120,8 @@ def test_eval_tiny_random_model(tmp_path):
     assert (tmp_path / "rollouts.png").stat().st_size > 100
     assert (tmp_path / "rollout.gif").stat().st_size > 100
     assert "PSNR" in format_table(res) and "by translation key" in format_table(res)
+    assert set(af["other_judges"]["second"]) == {"model", "ground_truth"}
+    assert "judged by second" in format_table(res)
     speed = measure_speed(model, codec, ev, chunks=1)
     assert speed["frames_per_second"] > 0 and speed["model_calls_per_chunk"] == 2
 
