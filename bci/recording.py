@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -362,7 +363,8 @@ def record(source: Source, session_dir: str | os.PathLike, duration: float, *,
         with tqdm(total=round(duration, 1), unit="s", disable=not progress,
                   desc="recording", bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s") as bar:
             try:
-                _record_loop(source, rec, duration, interval, bar, markers)
+                with _ctrl_c_as_request() as stop:
+                    _record_loop(source, rec, duration, interval, bar, markers, stop)
             except KeyboardInterrupt:  # Ctrl+C ends the run early; what was recorded is kept
                 logger.warning("recording interrupted after %.1f s", rec.duration)
                 rec.log_event("recording_interrupted")
@@ -376,11 +378,33 @@ def record(source: Source, session_dir: str | os.PathLike, duration: float, *,
     return Path(session_dir)
 
 
+class _ctrl_c_as_request:
+    """Turn Ctrl+C into a request that the loop reads between polls.
+
+    A KeyboardInterrupt raised at an arbitrary point could land between a lock's acquire and
+    its ``with`` block (leaving the recorder's lock held, so closing it would hang) or in the
+    middle of a write; the loop instead stops at its next safe point. Only the main thread can
+    own signal handlers; elsewhere Ctrl+C is left as it is.
+    """
+
+    def __enter__(self) -> threading.Event:
+        self.stop, self.previous = threading.Event(), None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        return self.stop
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def _record_loop(source: Source, rec: Recorder, duration: float, interval: float, bar,
-                 markers: Sequence) -> None:
+                 markers: Sequence, stop: threading.Event | None = None) -> None:
     t0 = local_clock()
     shown = 0.0
     while True:
+        if stop is not None and stop.is_set():
+            raise KeyboardInterrupt
         data, ts = source.poll()
         if data.shape[1]:
             rec.push(data, ts)
