@@ -19,7 +19,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -378,7 +379,8 @@ def record(source: Source, session_dir: str | os.PathLike, duration: float, *,
     return Path(session_dir)
 
 
-class _ctrl_c_as_request:
+@contextmanager
+def _ctrl_c_as_request() -> Iterator[threading.Event]:
     """Turn Ctrl+C into a request that the loop reads between polls.
 
     A KeyboardInterrupt raised at an arbitrary point could land between a lock's acquire and
@@ -386,16 +388,14 @@ class _ctrl_c_as_request:
     middle of a write; the loop instead stops at its next safe point. Only the main thread can
     own signal handlers; elsewhere Ctrl+C is left as it is.
     """
-
-    def __enter__(self) -> threading.Event:
-        self.stop, self.previous = threading.Event(), None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, lambda *_: self.stop.set())
-        return self.stop
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+    stop, previous = threading.Event(), None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        yield stop
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _record_loop(source: Source, rec: Recorder, duration: float, interval: float, bar,
