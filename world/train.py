@@ -253,8 +253,7 @@ class ChunkSampler:
                                        for i in range(len(TRANSLATIONS) * len(ROTATIONS))])
         self.weights = None
         if balance > 0:
-            keys = torch.tensor([TRANSLATIONS.index(Action.from_index(int(a)).translation)
-                                 for a in actions.reshape(-1)]).reshape(actions.shape)
+            keys = actions // len(ROTATIONS)  # action indices are translation-major
             freq = torch.bincount(keys.reshape(-1), minlength=len(TRANSLATIONS)).double()
             self.weights = (freq / freq.sum()).clamp_min(1e-12)[keys].pow(-float(balance))
 
