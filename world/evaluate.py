@@ -254,8 +254,8 @@ def rollout(model, codec, clips: list[Clip], n_chunks: int, cfg: EvalConfig,
 
 def _idm_scores(idm, before: np.ndarray, after: np.ndarray, actions: np.ndarray) -> dict:
     pred = idm.predict(torch.from_numpy(before), torch.from_numpy(after)).numpy()
-    want = np.array([[TRANSLATIONS.index(Action.from_index(int(a)).translation),
-                      ROTATIONS.index(Action.from_index(int(a)).rotation)] for a in actions])
+    # Action indices are translation-major: (translation class, rotation class) = divmod.
+    want = np.stack(np.divmod(np.asarray(actions, np.int64), len(ROTATIONS)), axis=1)
     ok = pred == want
     confusion = np.zeros((len(TRANSLATIONS), len(TRANSLATIONS)), np.int64)
     np.add.at(confusion, (want[:, 0], pred[:, 0]), 1)

@@ -249,8 +249,8 @@ class ChunkSampler:
         self.max_history = max_history
         self.gen = torch.Generator().manual_seed(seed)
         self.mirror = bool(mirror)
-        self._mirrored = torch.tensor([Action.from_index(i).mirrored().index
-                                       for i in range(len(TRANSLATIONS) * len(ROTATIONS))])
+        self._mirrored = torch.tensor([Action.from_index(i).mirrored().index for i in range(
+            len(TRANSLATIONS) * len(ROTATIONS))]) if self.mirror else None
         self.weights = None
         if balance > 0:
             keys = actions // len(ROTATIONS)  # action indices are translation-major
