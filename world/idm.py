@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -288,6 +289,15 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x.round().clamp(0, 255).to(torch.uint8)
 
 
+def _one_cycle(done: float, lr: float, warm: float = 0.3) -> float:
+    """Learning rate at fraction ``done`` of training: cosine up from ``lr / 25`` over the first
+    ``warm`` of it, then cosine down to ``lr / 25e4`` (the shape of torch's ``OneCycleLR``)."""
+    lo, end = lr / 25.0, lr / 25e4
+    if done < warm:
+        return lo + (lr - lo) * (1 - math.cos(math.pi * done / warm)) / 2
+    return end + (lr - end) * (1 + math.cos(math.pi * (done - warm) / (1 - warm))) / 2
+
+
 def accuracy(model: InverseDynamics, before, after, labels) -> dict:
     """Translation, rotation and joint (both right) accuracy of ``model`` on labelled pairs."""
     pred = model.predict(before, after)
@@ -310,38 +320,50 @@ def fit_idm(
     seed: int = 0,
     augment: bool = True,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> tuple[InverseDynamics, list[dict]]:
     """Train an :class:`InverseDynamics` on labelled frame pairs.
 
     Stops after ``steps`` steps or ``seconds`` of wall-clock time, whichever comes first.
-    Returns the model (in eval mode) and its log (step, seconds, loss).
+    Batches are drawn and augmented on the CPU (so a seed gives the same batches anywhere) and
+    stepped on ``device``. Returns the model (on the CPU, in eval mode) and its log
+    (step, seconds, loss).
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     h, w = before.shape[1:3]
     c = config or IDMConfig(height=h, width=w)
-    model = InverseDynamics(c)
+    model = InverseDynamics(c).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 2))
     log, start = [], time.perf_counter()
     model.train()
     for step in tqdm(range(steps), desc="idm", disable=not progress):
+        # One cycle over the steps or the seconds, whichever runs out first, so a time-capped
+        # run still anneals.
+        done = step / max(steps - 1, 1)
+        if seconds is not None:
+            done = max(done, (time.perf_counter() - start) / max(seconds, 1e-9))
+        for g in opt.param_groups:
+            g["lr"] = _one_cycle(min(done, 1.0), lr)
         idx = torch.randint(len(before), (batch,), generator=gen)
         a, b, y = before[idx], after[idx], labels[idx]
         if augment:
             a, b, y = symmetry_augment(a, b, y, gen)
             a, b = _augment(a, gen), _augment(b, gen)
+        a, b, y = a.to(device), b.to(device), y.to(device)
         lt, lr_ = model(a, b)
         loss = F.cross_entropy(lt, y[:, 0]) + F.cross_entropy(lr_, y[:, 1])
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
         elapsed = time.perf_counter() - start
-        log.append({"step": step + 1, "seconds": elapsed, "loss": float(loss.detach())})
+        # Losses stay tensors until the end: reading one each step would stall a GPU.
+        log.append({"step": step + 1, "seconds": elapsed, "loss": loss.detach()})
         if seconds is not None and elapsed > seconds:
             break
-    model.eval()
+    for row in log:
+        row["loss"] = float(row["loss"])
+    model.cpu().eval()
     return model, log
 
 
@@ -387,6 +409,7 @@ def train_idm_from_folders(
                          progress=progress, **kwargs)
     report = {
         "train_seconds": time.perf_counter() - t0, "steps": len(log),
+        "batch": kwargs.get("batch", 64), "device": str(kwargs.get("device", "cpu")),
         "train_pairs": int(len(labels)), "heldout_pairs": int(len(hl)),
         "train_accuracy": accuracy(model, before[:2000], after[:2000], labels[:2000]),
         "heldout_accuracy": accuracy(model, hb, ha, hl),

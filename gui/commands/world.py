@@ -69,8 +69,13 @@ def add_parser(sub) -> None:
     i.add_argument("--heldout", default="runs/world/data/sandbox-64-heldout",
                    help="held-out clips")
     i.add_argument("--out", default=f"{DEFAULT_CHECKPOINT}/idm", help="output folder")
-    i.add_argument("--steps", type=int, default=1500, help="training steps (batch 64)")
+    i.add_argument("--steps", type=int, default=1500, help="training steps")
     i.add_argument("--dropout", type=float, default=0.3, help="dropout of the classifier head")
+    i.add_argument("--batch", type=int, default=64, help="pairs per training step")
+    i.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="stop after M minutes even if --steps are not done")
+    i.add_argument("--device", default="cpu",
+                   help="torch device to train on (cpu, cuda); batches are drawn on the CPU")
     i.add_argument("--threads", type=int, default=1)
     i.add_argument("--width", type=int, default=24,
                    help="channels of the first strided layer (the CNN's width multiplier)")
@@ -175,10 +180,11 @@ def run_export(args: argparse.Namespace) -> int:
 def run_idm(args: argparse.Namespace) -> int:
     from world.idm import train_idm_from_folders
 
+    seconds = None if args.max_minutes is None else 60.0 * args.max_minutes
     report = train_idm_from_folders(args.data, args.heldout, args.out, steps=args.steps,
-                                    threads=args.threads,
+                                    threads=args.threads, seconds=seconds,
                                     config={"dropout": args.dropout, "width_mult": args.width},
-                                    seed=args.seed)
+                                    seed=args.seed, batch=args.batch, device=args.device)
     print(json.dumps(report, indent=1))
     return 0
 

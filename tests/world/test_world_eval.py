@@ -69,6 +69,21 @@ def clips(tmp_path_factory):
     return ds.all_frames(), torch.stack([ds[k]["poses"] for k in range(len(ds))])
 
 
+def test_idm_schedule_is_one_cycle_over_steps_or_seconds(clips):
+    from world.idm import _one_cycle
+
+    assert _one_cycle(0.0, 1.0) == pytest.approx(1 / 25)
+    assert _one_cycle(0.3, 1.0) == pytest.approx(1.0)
+    assert _one_cycle(1.0, 1.0) == pytest.approx(1 / 25e4)
+    lrs = [_one_cycle(k / 20, 1.0) for k in range(21)]
+    assert lrs[:7] == sorted(lrs[:7]) and lrs[6:] == sorted(lrs[6:], reverse=True)
+    frames, poses = clips
+    pairs = pairs_from_clips(frames, poses, frames_per_step=2)
+    # A time cap of zero stops after the first step (the schedule then ends at once).
+    _, log = fit_idm(*pairs, steps=50, batch=4, seconds=0.0, progress=False, device="cpu")
+    assert len(log) == 1
+
+
 def test_idm_trains_predicts_and_round_trips(clips, tmp_path):
     frames, poses = clips
     before, after, labels = pairs_from_clips(frames, poses, frames_per_step=2)
