@@ -329,6 +329,9 @@ def fit_idm(
     stepped on ``device``. Returns the model (on the CPU, in eval mode) and its log
     (step, seconds, loss).
     """
+    from world.device import torch_device
+
+    device = torch_device(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     h, w = before.shape[1:3]

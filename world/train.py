@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from control.actions import ROTATIONS, TRANSLATIONS, Action
 from world.base import WorldError
 from world.data import ClipDataset, read_index, write_dataset
+from world.device import torch_device
 
 logger = logging.getLogger(__name__)
 
@@ -518,6 +519,7 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
     if max_steps is not None:
         cfg.max_steps = int(max_steps)
     torch.set_num_threads(max(1, int(cfg.threads)))
+    device = torch_device(cfg.device)  # before any clips are made or read
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     last, ckpt_dir = run / "last", run / "checkpoint"
@@ -541,7 +543,6 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
             f"{model_config.frame_height}x{model_config.frame_width} frames; fix the config."
         )
     codec = codec_from_config(model_config.codec)
-    device = torch.device(cfg.device)
     sampler = make_sampler(train_sets, codec, model_config, cfg.seed, device,
                            cfg.balance_actions, cfg.mirror)
     held_sampler = make_sampler(held_set, codec, model_config, cfg.seed + 1, device)

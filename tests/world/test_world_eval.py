@@ -169,6 +169,28 @@ def test_cli_world_help():
         assert "Traceback" not in out.stderr
 
 
+def test_cli_world_idm_trains_with_a_time_cap_and_names_a_missing_gpu(tmp_path):
+    from world.data import write_dataset
+
+    data = tmp_path / "clips"
+    write_dataset(data, n_clips=2, resolution=16, chunks_per_clip=3, frames_per_step=2,
+                  progress=False)
+    base = [sys.executable, "-m", "gui.cli", "world", "idm", "--data", str(data), "--heldout",
+            str(data), "--steps", "3", "--batch", "4", "--width", "4", "--max-minutes", "5",
+            "--out", str(tmp_path / "idm")]
+    out = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "idm" / "idm_config.json").read_text())["report"]
+    assert (report["steps"], report["batch"], report["device"]) == (3, 4, "cpu")
+    assert InverseDynamics.load(tmp_path / "idm").config.width_mult == 4
+    for device, words in (("gpu0", "not a torch device"), ("cuda", "no usable CUDA GPU")):
+        if device == "cuda" and torch.cuda.is_available():
+            continue
+        out = subprocess.run(base + ["--device", device], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr
+
+
 def test_idm_symmetry_labels_match_poses(clips):
     from world.idm import symmetry_augment
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from world.base import WorldError
 from world.distill import DistillConfig, distill, student_sampler_params
 from world.mvdt import load_checkpoint
 from world.train import TrainConfig, TrainError, plot_loss, train
@@ -109,6 +110,12 @@ def test_config_errors(tmp_path):
     bad.write_text(json.dumps({"name": "x", "learning_rate": 1}))
     with pytest.raises(TrainError, match="unknown keys"):
         TrainConfig.load(bad)
+    # A device that is not there fails before any clips are generated.
+    cfg = TrainConfig(name="x", run_dir=str(tmp_path / "run"), device="tpu9",
+                      data={"train_dir": str(tmp_path / "clips")})
+    with pytest.raises(WorldError, match="not a torch device"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "clips").exists()
 
 
 def test_plot_loss(tmp_path):
