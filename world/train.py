@@ -689,7 +689,8 @@ def _stage_logs(folder: Path) -> list[Path]:
 def _earlier_stages(meta: dict, limit: int = 16) -> list[Path]:
     """Logs of the stages a run was warm-started from, newest first, following ``init_from``
     back through run folders; an exported checkpoint (such as the shipped one) contributes the
-    stage logs it ships."""
+    stage logs it ships. A log met twice is kept once: an ``init_from`` folder that was later
+    overwritten by an export of a newer stage would otherwise repeat that stage."""
     stages: list[Path] = []
     init = meta.get("train_config", {}).get("init_from") or ""
     while init and len(stages) < limit:
@@ -703,7 +704,13 @@ def _earlier_stages(meta: dict, limit: int = 16) -> list[Path]:
         info = Path(init) / "training.json"
         init = (json.loads(info.read_text()).get("train_config", {}).get("init_from") or ""
                 if info.is_file() else "")
-    return stages[:limit]
+    unique, seen = [], set()
+    for path in stages:
+        text = path.read_bytes()
+        if text not in seen:
+            seen.add(text)
+            unique.append(path)
+    return unique[:limit]
 
 
 def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path | None = None,

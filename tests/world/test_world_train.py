@@ -243,6 +243,15 @@ def test_two_stage_run_warm_starts_and_ships_both_logs(trained, tmp_path):
             "training_log_init2.jsonl", "training_log_init3.jsonl")] == shipped
     assert (dest4 / "training_log.jsonl").read_text() == (
         tmp_path / "stage4" / "log.jsonl").read_text()
+    # Shipping stage 4 over the folder it started from, then growing stage 5 from stage 4's
+    # run, must not list stage 4 twice (its run log and the re-exported folder's log).
+    export_checkpoint(tmp_path / "stage4", dest)
+    stage5 = tiny_config(tmp, run_dir=str(tmp_path / "stage5"),
+                         init_from=str(tmp_path / "stage4" / "checkpoint"), max_steps=1)
+    stage5.model = stage2.model
+    dest5 = export_checkpoint(Path(train(stage5, progress=False)).parent, tmp_path / "ship5")
+    logs = sorted(dest5.glob("training_log*.jsonl"))
+    assert len({p.read_text() for p in logs}) == len(logs) == 5
 
 
 def test_self_generated_history_replaces_only_the_newest_chunks(trained):
