@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from control.actions import ROTATIONS, TRANSLATIONS, Action
 from control.motion import relative_motion
 from world.base import WorldError
+from world.device import torch_device
 
 logger = logging.getLogger(__name__)
 
@@ -329,8 +330,6 @@ def fit_idm(
     stepped on ``device``. Returns the model (on the CPU, in eval mode) and its log
     (step, seconds, loss).
     """
-    from world.device import torch_device
-
     device = torch_device(device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
