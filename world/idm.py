@@ -385,13 +385,17 @@ def train_idm_from_folders(
     threads: int = 1,
     seconds: float | None = None,
     progress: bool = True,
+    batch: int = 64,
+    device: str | torch.device = "cpu",
     **kwargs,
 ) -> dict:
     """Train the IDM on a clip dataset, score it on held-out scenes and save it to ``out``.
 
-    Returns a report: train/held-out accuracy (translation, rotation, both), training time and
-    the label distribution of the held-out pairs.
+    ``batch`` and ``device`` are :func:`fit_idm`'s; the device is checked before any clips are
+    read. Returns a report: train/held-out accuracy (translation, rotation, both), training
+    time, batch and device, and the label distribution of the held-out pairs.
     """
+    device = torch_device(device)
     torch.set_num_threads(max(1, threads))
     dirs = train_dir if isinstance(train_dir, list | tuple) else str(train_dir).split(",")
     h_frames, h_poses, fps = _clip_tensors(heldout_dir)
@@ -408,10 +412,10 @@ def train_idm_from_folders(
                        **kwargs.pop("config", {}))
     t0 = time.perf_counter()
     model, log = fit_idm(before, after, labels, config, steps=steps, seconds=seconds,
-                         progress=progress, **kwargs)
+                         progress=progress, batch=batch, device=device, **kwargs)
     report = {
         "train_seconds": time.perf_counter() - t0, "steps": len(log),
-        "batch": kwargs.get("batch", 64), "device": str(kwargs.get("device", "cpu")),
+        "batch": batch, "device": str(device),
         "train_pairs": int(len(labels)), "heldout_pairs": int(len(hl)),
         "train_accuracy": accuracy(model, before[:2000], after[:2000], labels[:2000]),
         "heldout_accuracy": accuracy(model, hb, ha, hl),
