@@ -145,6 +145,9 @@ class BrainFlowSource(Source):
             ch_types=tuple(types),
             units="uV",
             source_id=f"brainflow-{self.board_id}-{spec.serial_number or spec.serial_port}",
+            # BrainFlow names the board, not its maker; the BIDS sidecar says which board.
+            extras={"model": f"{descr.get('name', self.board_id)} (BrainFlow board "
+                             f"{self.board_id})"},
         )
 
     def start(self) -> None:

@@ -35,6 +35,9 @@ class GapReport:
     cause : str
         ``"timestamps"`` (seen in the timestamps), ``"counter"`` (a hardware sample counter
         skipped) or ``"reconnect"`` (the stream disappeared and came back).
+    index : int
+        Samples of the stream received before the hole (-1 when not known); a recording
+        puts the missing samples there.
     """
 
     stream: str
@@ -42,6 +45,7 @@ class GapReport:
     duration: float
     n_missing: int
     cause: str = "timestamps"
+    index: int = -1
 
     def __str__(self) -> str:
         return (f"{self.stream}: {self.n_missing} samples ({self.duration * 1000:.1f} ms) "
@@ -181,7 +185,7 @@ class TimestampTracker:
             # a gap before sample i
             missing = max(int(round(resid[0] / slope)), 1)
             gaps.append(GapReport(self.stream, float(pred[0] + self._t_ref),
-                                  missing * self.period, missing, cause))
+                                  missing * self.period, missing, cause, self.n_seen))
             self._k += missing
             self._fit = None  # re-anchor after the hole, keeping the learnt slope
         if n:

@@ -88,7 +88,7 @@ def resolve_stream(query: StreamQuery, timeout: float = 5.0) -> pylsl.StreamInfo
             f"No LSL stream with {query.describe()} appeared within {timeout:g} s; check that "
             "the program sending it is running and streaming, that it is on this computer or "
             "network (firewall open for LSL's UDP/TCP ports 16571-16604), and the spelling of "
-            "the name/type (bci.lsl.find_streams() lists what is visible)."
+            "the name/type (`yume lsl` lists what is visible)."
         )
     if len(found) > 1:
         logger.warning("%d LSL streams match %s; using the newest", len(found), query.describe())
@@ -120,6 +120,7 @@ def stream_info_from_lsl(lsl_info: pylsl.StreamInfo) -> StreamInfo:
         name=lsl_info.name(), sfreq=float(lsl_info.nominal_srate()), ch_names=ch_names,
         ch_types=ch_types, units=unit, source_id=lsl_info.source_id(), stream_type=stype,
         extras={"hostname": lsl_info.hostname(), "uid": lsl_info.uid(),
+                "manufacturer": lsl_info.desc().child("acquisition").child_value("manufacturer"),
                 "channel_format": lsl_info.channel_format(),
                 "units_per_channel": tuple(_UNITS.get(u.lower(), u) for u in units)},
     )
@@ -507,7 +508,7 @@ def open_inlets(queries: Sequence[StreamQuery | dict], timeout: float = 5.0
         raise AcquisitionError(
             f"No LSL stream with {'; '.join(missing)} appeared within {timeout:g} s; check that "
             "the programs sending them are running, on this computer or network, and the "
-            "spelling of the names/types (bci.lsl.find_streams() lists what is visible)."
+            "spelling of the names/types (`yume lsl` lists what is visible)."
         )
     inlets: list[LSLInlet | MarkerInlet] = []
     try:

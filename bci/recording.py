@@ -28,9 +28,11 @@ import numpy as np
 from pylsl import local_clock
 
 from bci.eventlog import EventLog, jsonable
+from bci.health import TimestampTracker
 from bci.session_files import (
     CONFIG_FILE,
     EVENTS_FILE,
+    GAP_ANNOTATION,
     LOG_FILE,
     RAW_DIR,
     RAW_EEG,
@@ -46,7 +48,7 @@ from bci.session_files import (
     write_brainvision_header,
     write_json_atomic,
 )
-from bci.stream import Source, StreamInfo
+from bci.stream import Source, SourceState, StreamInfo
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +172,11 @@ class Recorder:
         self._closed = False
         self.n_samples = 0
         self.n_events = 0
+        # The gap detector of the live inlets, on what reaches the file: every hole is logged
+        # as it is seen (the BIDS copy finds the same holes again from the stored timestamps).
+        self._tracker = TimestampTracker(info.sfreq, info.name, dejitter=False)
+        self.n_gaps = 0
+        self.n_missing = 0
         self.first_timestamp: float | None = None
         self.last_timestamp: float | None = None
         self.bids_path = None
@@ -209,6 +216,12 @@ class Recorder:
             self._times.write(timestamps.tobytes())
             self._eeg.flush()
             self._times.flush()
+            for gap in self._tracker.process(timestamps)[1]:
+                self.n_gaps += 1
+                self.n_missing += gap.n_missing
+                self._log.log("gap", t=gap.start, wall=datetime.now(UTC).isoformat(),
+                              duration_s=gap.duration, n_missing=gap.n_missing,
+                              after_sample=gap.index)
             self.n_samples += data.shape[1]
             self.last_timestamp = float(timestamps[-1])
             self._maybe_sync()
@@ -369,7 +382,11 @@ def record(source: Source, session_dir: str | os.PathLike, duration: float, *,
             except KeyboardInterrupt:  # Ctrl+C ends the run early; what was recorded is kept
                 logger.warning("recording interrupted after %.1f s", rec.duration)
                 rec.log_event("recording_interrupted")
-        rec.log_event("recording_stopped", n_samples=rec.n_samples, n_events=rec.n_events)
+        rec.log_event("recording_stopped", n_samples=rec.n_samples, n_events=rec.n_events,
+                      n_gaps=rec.n_gaps, n_missing=rec.n_missing)
+        if rec.n_gaps:
+            logger.warning("%d sample(s) in %d gap(s) never arrived; the BIDS copy keeps them "
+                           "as NaN marked %s", rec.n_missing, rec.n_gaps, GAP_ANNOTATION)
     finally:
         source.stop()
         for inlet in started:
@@ -402,10 +419,21 @@ def _record_loop(source: Source, rec: Recorder, duration: float, interval: float
                  markers: Sequence, stop: threading.Event | None = None) -> None:
     t0 = local_clock()
     shown = 0.0
+    state, lost_at = getattr(source, "state", None), None
     while True:
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt
         data, ts = source.poll()
+        if getattr(source, "state", None) != state:  # lost, back, failed: in the log, when
+            state, now = source.state, local_clock()
+            if state == SourceState.RECONNECTING:
+                lost_at = now
+                rec.log_event("source_lost", t=now, state=str(state))
+            elif state == SourceState.STREAMING and lost_at is not None:
+                rec.log_event("source_back", t=now, outage_s=now - lost_at)
+                lost_at = None
+            else:
+                rec.log_event("source_state", t=now, state=str(state))
         if data.shape[1]:
             rec.push(data, ts)
         for onset, dur, desc in _poll_source_events(source):

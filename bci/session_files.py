@@ -24,11 +24,13 @@ import logging
 import os
 import socket
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bci.health import TimestampTracker
 from bci.stream import StreamInfo
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ RAW_EEG = "recording.eeg"
 RAW_VMRK = "recording.vmrk"
 RAW_TIMES = "timestamps.f64"
 BIDS_DIR = "bids"
+FILLED_STEM = "filled"  # raw/filled.*: the gap-filled copy that mne-bids copies, then removed
+GAP_ANNOTATION = "BAD_ACQ_SKIP"  # MNE's name for samples the acquisition skipped
+MAX_GAP_FILL_S = 3600.0  # longer holes are clock jumps more often than outages: not filled
 EVENT_COLUMNS = ("onset_lsl", "duration", "description")
 
 # Channel types whose samples are voltages: written in µV, read back by MNE in volts.
@@ -105,21 +110,22 @@ def read_json(path: Path) -> dict:
         return json.load(f)
 
 
-def write_brainvision_header(raw_dir: Path, info: StreamInfo) -> None:
-    """Write the .vhdr and .vmrk of a float32 multiplexed BrainVision file in µV.
+def write_brainvision_header(raw_dir: Path, info: StreamInfo, stem: str = "recording") -> None:
+    """Write the .vhdr and .vmrk of a float32 multiplexed BrainVision file ``stem.eeg`` in µV.
 
     The header carries no sample count (BrainVision readers take it from the size of the
     .eeg file), so it is written once, before any sample, and stays valid while samples are
     appended.
     """
+    data_file, marker_file = f"{stem}.eeg", f"{stem}.vmrk"
     lines = [
         "Brain Vision Data Exchange Header File Version 1.0",
         "; Written incrementally by Yume BCI (bci.recording)",
         "",
         "[Common Infos]",
         "Codepage=UTF-8",
-        f"DataFile={RAW_EEG}",
-        f"MarkerFile={RAW_VMRK}",
+        f"DataFile={data_file}",
+        f"MarkerFile={marker_file}",
         "DataFormat=BINARY",
         "DataOrientation=MULTIPLEXED",
         f"NumberOfChannels={info.n_channels}",
@@ -133,10 +139,10 @@ def write_brainvision_header(raw_dir: Path, info: StreamInfo) -> None:
     for i, (name, typ) in enumerate(zip(info.ch_names, info.ch_types, strict=True)):
         unit = "µV" if typ in VOLTAGE_TYPES else "ARU"  # ARU: arbitrary, read back unscaled
         lines.append(f"Ch{i + 1}={name.replace(',', chr(92) + '1')},,1,{unit}")
-    (raw_dir / RAW_VHDR).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (raw_dir / RAW_VMRK).write_text(
+    (raw_dir / f"{stem}.vhdr").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (raw_dir / marker_file).write_text(
         "Brain Vision Data Exchange Marker File, Version 1.0\n\n[Common Infos]\n"
-        f"Codepage=UTF-8\nDataFile={RAW_EEG}\n\n[Marker Infos]\n", encoding="utf-8")
+        f"Codepage=UTF-8\nDataFile={data_file}\n\n[Marker Infos]\n", encoding="utf-8")
 
 
 def read_events_table(path: str | os.PathLike) -> pd.DataFrame:
@@ -223,24 +229,104 @@ def _complete_samples(session_dir: Path, meta: dict) -> int:
     return n
 
 
-def lsl_to_seconds(onsets_lsl: np.ndarray, timestamps: np.ndarray, sfreq: float) -> np.ndarray:
+def lsl_to_seconds(onsets_lsl: np.ndarray, timestamps: np.ndarray, sfreq: float,
+                   index: np.ndarray | None = None) -> np.ndarray:
     """Map LSL-clock times to seconds from the first sample of the file.
 
-    Sample ``i`` sits at ``i / sfreq`` in the file; LSL times between two samples are
-    interpolated, so events stay next to the samples they arrived with even after a dropout.
-    Times outside the recording are extrapolated at the rate the samples arrived at (which
-    differs from ``sfreq`` for a source replayed faster than real time).
+    Received sample ``i`` sits at ``index[i] / sfreq`` in the file (``i / sfreq`` when
+    ``index`` is None, a recording without gaps); LSL times between two samples are
+    interpolated, so events stay next to the samples they arrived with, and an event that
+    happened while samples were missing lands where it happened inside the hole. Times outside
+    the recording are extrapolated at the rate the samples arrived at (which differs from
+    ``sfreq`` for a source replayed faster than real time).
     """
     onsets_lsl = np.asarray(onsets_lsl, dtype=float)
     if len(timestamps) == 0:
         return np.full(onsets_lsl.shape, np.nan)
     ts = np.maximum.accumulate(np.asarray(timestamps, dtype=float))  # interp needs monotone
+    pos = (np.arange(len(ts), dtype=float) if index is None
+           else np.asarray(index, dtype=float))
     span = ts[-1] - ts[0]
-    rate = (len(ts) - 1) / span if len(ts) > 1 and span > 0 else sfreq
-    idx = np.interp(onsets_lsl, ts, np.arange(len(ts), dtype=float))
-    idx = np.where(onsets_lsl < ts[0], (onsets_lsl - ts[0]) * rate, idx)
-    idx = np.where(onsets_lsl > ts[-1], len(ts) - 1 + (onsets_lsl - ts[-1]) * rate, idx)
+    rate = (pos[-1] - pos[0]) / span if len(ts) > 1 and span > 0 else sfreq
+    idx = np.interp(onsets_lsl, ts, pos)
+    idx = np.where(onsets_lsl < ts[0], pos[0] + (onsets_lsl - ts[0]) * rate, idx)
+    idx = np.where(onsets_lsl > ts[-1], pos[-1] + (onsets_lsl - ts[-1]) * rate, idx)
     return idx / sfreq
+
+
+@dataclass(frozen=True)
+class SampleGrid:
+    """Where each received sample belongs in the file, and the holes between them.
+
+    Attributes
+    ----------
+    index : ndarray of int64, shape (n_received,)
+        File sample index of each received sample (``i`` plus the samples missing before it).
+    n_times : int
+        Samples in the file: the received ones plus the filled holes.
+    gaps : list of dict
+        One per hole: ``onset`` (s from the first sample), ``duration`` (s), ``n_missing``,
+        ``onset_lsl`` (when the first missing sample was due), ``after_sample`` (received
+        samples before it) and ``filled`` (False for a hole longer than
+        :data:`MAX_GAP_FILL_S`, spliced instead and marked as a boundary).
+    """
+
+    index: np.ndarray
+    n_times: int
+    gaps: list = field(default_factory=list)
+
+
+def sample_grid(timestamps: np.ndarray, sfreq: float, stream: str = "",
+                chunk: int = 100_000) -> SampleGrid:
+    """Find the holes in a recording's timestamps and the file position of every sample.
+
+    The same gap detector as the live inlets (:class:`bci.health.TimestampTracker`: a line
+    through the timestamps that absorbs jitter and learns the real rate) runs over the stored
+    timestamps, so a recovered session finds the same holes as a finished one.
+    """
+    n = len(timestamps)
+    tracker = TimestampTracker(sfreq, stream, dejitter=False)
+    add = np.zeros(n, dtype=np.int64)
+    gaps = []
+    for start in range(0, n, chunk):
+        _, found = tracker.process(np.asarray(timestamps[start:start + chunk], dtype=float))
+        for g in found:
+            filled = g.duration <= MAX_GAP_FILL_S
+            if filled:
+                add[g.index] += g.n_missing
+            gaps.append({"onset_lsl": g.start, "duration": g.duration,
+                         "n_missing": g.n_missing, "after_sample": g.index, "filled": filled})
+    index = np.arange(n, dtype=np.int64) + np.cumsum(add)
+    for g in gaps:
+        j = g["after_sample"]
+        g["onset"] = float((index[j] - (g["n_missing"] if g["filled"] else 0)) / sfreq)
+        if not g["filled"]:
+            logger.warning("a %.0f s hole in %s is longer than %.0f s (a clock jump?); it is "
+                           "spliced and marked as a boundary, not filled", g["duration"],
+                           stream or "the recording", MAX_GAP_FILL_S)
+    return SampleGrid(index, int(index[-1]) + 1 if n else 0, gaps)
+
+
+def _write_filled_copy(raw_dir: Path, info: StreamInfo, n: int, grid: SampleGrid) -> Path:
+    """Write ``filled.eeg`` (+ header): the raw samples with NaN frames in each filled hole.
+
+    Streams in blocks, so memory stays flat however long the recording; returns the header.
+    """
+    n_ch = info.n_channels
+    src = np.memmap(raw_dir / RAW_EEG, dtype="<f4", mode="r", shape=(n, n_ch))
+    write_brainvision_header(raw_dir, info, stem=FILLED_STEM)
+    holes = [(g["after_sample"], g["n_missing"]) for g in grid.gaps if g["filled"]]
+    block = 1 << 16
+    with open(raw_dir / f"{FILLED_STEM}.eeg", "wb") as out:
+        pos = 0
+        for j, missing in [*holes, (n, 0)]:
+            for a in range(pos, j, block):
+                out.write(np.ascontiguousarray(src[a:min(a + block, j)]).tobytes())
+            for a in range(0, missing, block):
+                out.write(np.full((min(block, missing - a), n_ch), np.nan, "<f4").tobytes())
+            pos = j
+    del src
+    return raw_dir / f"{FILLED_STEM}.vhdr"
 
 
 def _bids_path(session_dir: Path, meta: dict):
@@ -251,23 +337,64 @@ def _bids_path(session_dir: Path, meta: dict):
                     task=b["task"], run=b.get("run"), datatype="eeg", suffix="eeg")
 
 
-def _events_in_file(session_dir: Path, meta: dict, n: int) -> pd.DataFrame:
+def _session_grid(session_dir: Path, meta: dict, n: int) -> tuple[np.ndarray, SampleGrid]:
+    """The first ``n`` stored timestamps and their :class:`SampleGrid`."""
+    ts_path = session_dir / RAW_DIR / RAW_TIMES
+    ts = np.memmap(ts_path, dtype="<f8", mode="r", shape=(n,)) if n else np.zeros(0)
+    stream = meta["stream"]
+    return ts, sample_grid(ts, float(stream["sfreq"]), stream.get("name", ""))
+
+
+def _events_in_file(session_dir: Path, meta: dict, n: int,
+                    ts_grid: tuple[np.ndarray, SampleGrid] | None = None) -> pd.DataFrame:
     """The session's events with ``onset`` in seconds from the first sample, in range only."""
     ev = _read_session_events(session_dir)
     sfreq = float(meta["stream"]["sfreq"])
-    ts_path = session_dir / RAW_DIR / RAW_TIMES
-    ts = np.memmap(ts_path, dtype="<f8", mode="r", shape=(n,)) if n else np.zeros(0)
-    onset = lsl_to_seconds(ev["onset_lsl"].to_numpy(), ts, sfreq)
+    ts, grid = ts_grid or _session_grid(session_dir, meta, n)
+    onset = lsl_to_seconds(ev["onset_lsl"].to_numpy(), ts, sfreq, grid.index)
     # Durations are LSL-clock seconds too (they differ from file seconds for sped-up sources).
-    end = lsl_to_seconds((ev["onset_lsl"] + ev["duration"]).to_numpy(), ts, sfreq)
+    end = lsl_to_seconds((ev["onset_lsl"] + ev["duration"]).to_numpy(), ts, sfreq, grid.index)
     ev.insert(0, "onset", onset)
     ev["duration"] = np.maximum(end - onset, 0.0)
-    keep = (ev["onset"] >= 0) & (ev["onset"] < n / sfreq)
-    ev["duration"] = np.minimum(ev["duration"], n / sfreq - ev["onset"]).clip(lower=0.0)
+    length = grid.n_times / sfreq
+    keep = (ev["onset"] >= 0) & (ev["onset"] < length)
+    ev["duration"] = np.minimum(ev["duration"], length - ev["onset"]).clip(lower=0.0)
     if (~keep).any():
         logger.warning("%d event(s) fall outside the recorded samples and are left out of "
                        "the BIDS events (they stay in %s)", int((~keep).sum()), EVENTS_FILE)
     return ev[keep].reset_index(drop=True)
+
+
+def _gap_annotations(grid: SampleGrid) -> pd.DataFrame:
+    """One annotation per hole, in MNE's own vocabulary.
+
+    A filled hole is ``BAD_ACQ_SKIP`` over its length: MNE filters each side of it apart
+    (``skip_by_annotation``'s default) and drops epochs that touch it. A hole too long to fill
+    is a zero-length ``BAD boundary`` + ``EDGE boundary``, what MNE writes where it
+    concatenates recordings.
+    """
+    rows = []
+    for g in grid.gaps:
+        if g["filled"]:
+            rows.append((g["onset"], g["duration"], GAP_ANNOTATION, g["onset_lsl"]))
+        else:
+            rows += [(g["onset"], 0.0, "BAD boundary", g["onset_lsl"]),
+                     (g["onset"], 0.0, "EDGE boundary", g["onset_lsl"])]
+    return pd.DataFrame(rows, columns=["onset", "duration", "description", "onset_lsl"])
+
+
+def _update_sidecar(bids_path, meta: dict, grid: SampleGrid) -> None:
+    """Fields mne-bids cannot know: whether the run has holes, and who made the amplifier."""
+    sidecar = bids_path.copy().update(suffix="eeg", extension=".json").fpath
+    d = read_json(sidecar)
+    extras = meta["stream"].get("extras") or {}
+    # mne-bids names the maker of the file format (BrainVision: "Brain Products"); the
+    # stream knows its real maker, or nobody does.
+    d["Manufacturer"] = extras.get("manufacturer") or "n/a"
+    if extras.get("model"):
+        d["ManufacturersModelName"] = extras["model"]
+    d["RecordingType"] = "discontinuous" if grid.gaps else "continuous"
+    write_json_atomic(sidecar, d)
 
 
 def finalise_session(session_dir: str | os.PathLike, status: str = "finished",
@@ -304,7 +431,10 @@ def finalise_session(session_dir: str | os.PathLike, status: str = "finished",
             "check that the source was streaming while recording."
         )
     info = info_from_dict(meta["stream"])
-    raw = mne.io.read_raw_brainvision(raw_dir / RAW_VHDR, preload=False, verbose="error")
+    ts, grid = _session_grid(session_dir, meta, n)
+    # Holes stay holes: the file keeps the true time axis, NaN where nothing arrived.
+    vhdr = _write_filled_copy(raw_dir, info, n, grid) if grid.gaps else raw_dir / RAW_VHDR
+    raw = mne.io.read_raw_brainvision(vhdr, preload=False, verbose="error")
     types = {name: typ for name, typ in zip(info.ch_names, info.ch_types, strict=True)
              if typ != "eeg"}
     if types:
@@ -315,11 +445,18 @@ def finalise_session(session_dir: str | os.PathLike, status: str = "finished",
         from datetime import UTC, datetime
 
         raw.set_meas_date(datetime.fromtimestamp(float(meta["first_sample_unix"]), tz=UTC))
-    ev = _events_in_file(session_dir, meta, n)
-    raw.set_annotations(mne.Annotations(ev["onset"].to_numpy(), ev["duration"].to_numpy(),
-                                        ev["description"].astype(str).to_numpy()))
-    bids_path = _bids_path(session_dir, meta)
+    ev = _events_in_file(session_dir, meta, n, (ts, grid))
+    notes = pd.concat([ev, _gap_annotations(grid)], ignore_index=True).sort_values(
+        "onset", kind="stable")
+    raw.set_annotations(mne.Annotations(notes["onset"].to_numpy(), notes["duration"].to_numpy(),
+                                        notes["description"].astype(str).to_numpy()))
     fmt = meta["bids"].get("format", "BrainVision")
+    if fmt == "EDF":
+        # EDF has no NaN; a hole (annotated) or a non-finite sample becomes 0 there.
+        raw.load_data(verbose="error")
+        raw.apply_function(lambda x: np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0),
+                           channel_wise=False, verbose="error")
+    bids_path = _bids_path(session_dir, meta)
     with warnings.catch_warnings():
         # A run without cues (rest, free steering) is normal here, not worth a warning.
         warnings.filterwarnings("ignore", message="No events found or provided")
@@ -328,19 +465,26 @@ def finalise_session(session_dir: str | os.PathLike, status: str = "finished",
             format="auto" if fmt == "BrainVision" else fmt,
             allow_preload=fmt != "BrainVision",
         )
+    _update_sidecar(bids_path, meta, grid)
     desc = session_dir / BIDS_DIR / "dataset_description.json"
     if desc.exists():  # mne-bids writes a placeholder name
         d = read_json(desc)
         if d.get("Name") in (None, "", "[Unspecified]"):
             d["Name"] = f"Yume BCI recording {session_dir.name}"
             write_json_atomic(desc, d)
-    meta.update(status=status, n_samples=int(n), duration_s=n / info.sfreq,
-                bids_file=str(bids_path.fpath.relative_to(session_dir)))
+    meta.update(status=status, n_samples=int(n), n_times=grid.n_times,
+                duration_s=grid.n_times / info.sfreq,
+                n_missing=int(sum(g["n_missing"] for g in grid.gaps if g["filled"])),
+                gaps=grid.gaps, bids_file=str(bids_path.fpath.relative_to(session_dir)))
     write_json_atomic(session_dir / SESSION_FILE, meta)
+    del raw
+    for name in (FILLED_STEM + ".eeg", FILLED_STEM + ".vhdr", FILLED_STEM + ".vmrk"):
+        (raw_dir / name).unlink(missing_ok=True)
     if not keep_raw:
         for name in (RAW_EEG, RAW_VHDR, RAW_VMRK):
             (raw_dir / name).unlink(missing_ok=True)
-    logger.info("session %s written to BIDS (%d samples, %d events)", session_dir, n, len(ev))
+    logger.info("session %s written to BIDS (%d samples, %d events, %d gaps)", session_dir, n,
+                len(ev), len(grid.gaps))
     return bids_path
 
 

@@ -263,6 +263,7 @@ class SimulatedParticipant(Source):
             units="uV",
             source_id=f"yume-simulated-{self.seed}",
             stream_type="EEG",
+            extras={"manufacturer": "Yume BCI", "model": "simulated participant"},
         )
         self.state = SourceState.IDLE
         seq = np.random.SeedSequence(self.seed)
