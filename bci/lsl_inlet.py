@@ -175,7 +175,10 @@ class _InletBase:
     def _make_inlet(self, lsl_info: pylsl.StreamInfo) -> pylsl.StreamInlet:
         # max_buflen: seconds for regular streams, hundreds of samples for irregular ones
         buflen = max(1, math.ceil(self.max_buffer_s))
-        return pylsl.StreamInlet(lsl_info, max_buflen=buflen, recover=True,
+        # recover=False: liblsl's own recovery would silently reattach to any new stream with
+        # the same source id, even at another rate or channel count (then written as if the
+        # same); a LostError brings the reconnection here, where _try_reopen checks both.
+        return pylsl.StreamInlet(lsl_info, max_buflen=buflen, recover=False,
                                  processing_flags=self._flags)
 
     def _open(self, inlet: pylsl.StreamInlet, timeout: float | None = None) -> None:
@@ -239,13 +242,19 @@ class _InletBase:
         if not found:
             return False
         new = max(found, key=lambda s: s.created_at())
-        if (new.channel_count() != self._lsl_info.channel_count()
-                or new.channel_format() != self._lsl_info.channel_format()):
+        old = self._lsl_info
+        changed = [text for text, differs in (
+            (f"{new.channel_count()} channels instead of {old.channel_count()}",
+             new.channel_count() != old.channel_count()),
+            (f"sample format {new.channel_format()} instead of {old.channel_format()}",
+             new.channel_format() != old.channel_format()),
+            (f"{new.nominal_srate():g} Hz instead of {old.nominal_srate():g}",
+             new.nominal_srate() != old.nominal_srate())) if differs]
+        if changed:  # samples of another layout or rate would be written as if the same
             self.state = SourceState.FAILED
             raise AcquisitionError(
-                f"LSL stream {self.info.name!r} came back with {new.channel_count()} channels "
-                f"instead of {self._lsl_info.channel_count()}; restart the acquisition to use the "
-                "new layout."
+                f"LSL stream {self.info.name!r} came back with {', '.join(changed)}; restart "
+                "the acquisition to use the new layout."
             )
         try:
             inlet = self._make_inlet(new)

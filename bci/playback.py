@@ -45,6 +45,37 @@ def _file_kind(path: Path) -> str:
     )
 
 
+def _is_recording(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and (name.endswith(".fif.gz") or path.suffix.lower() in MNE_EXTENSIONS
+                               or path.suffix.lower() in XDF_EXTENSIONS)
+
+
+def folder_message(path: str | os.PathLike) -> str:
+    """The sentence for a folder given where a recording file is expected.
+
+    It names the accepted file types and, when the folder holds recordings (a Yume session
+    folder holds its BIDS copy under ``bids/``), the first one as an example to pass instead.
+    """
+    from bci.session_files import BIDS_DIR, SESSION_FILE
+
+    path = Path(path)
+    known = ", ".join(sorted({*MNE_EXTENSIONS, *XDF_EXTENSIONS, ".fif.gz"}))
+    if (path / SESSION_FILE).is_file():
+        # Only the BIDS copy is a file MNE reads; raw/ is the session's own binary format.
+        found = sorted(p for p in (path / BIDS_DIR).rglob("*_eeg.*") if _is_recording(p))
+        if found:
+            return (f"{path} is a Yume session folder, not a recording file; replay its BIDS "
+                    f"copy with file:{found[0]}.")
+        return (f"{path} is a Yume session folder without its BIDS copy; rebuild it with "
+                f"`yume record --recover {path}`, then pass the file under {path / BIDS_DIR}.")
+    found = sorted(p for p in path.iterdir() if _is_recording(p))  # not recursive: may be huge
+    if found:
+        return (f"{path} is a folder; pass one recording file in it ({known}), e.g. "
+                f"file:{found[0]}.")
+    return f"{path} is a folder with no recording in it; pass a recording file ({known})."
+
+
 def check_edf_size(path: str | os.PathLike, kind: str = "EDF") -> None:
     """Raise if an EDF/BDF file is shorter than its header announces.
 
@@ -269,6 +300,8 @@ class FilePlayback(Source):
             raise AcquisitionError(
                 f"Playback speed must be a positive number (1 = real time), got {speed!r}."
             )
+        if path.is_dir():
+            raise AcquisitionError(folder_message(path))
         if not path.is_file():
             raise AcquisitionError(f"The file {path} does not exist; check the path.")
         kind = _file_kind(path)

@@ -177,6 +177,8 @@ class Recorder:
         self._tracker = TimestampTracker(info.sfreq, info.name, dejitter=False)
         self.n_gaps = 0
         self.n_missing = 0
+        self.n_nonfinite = 0
+        self.write_error: str | None = None
         self.first_timestamp: float | None = None
         self.last_timestamp: float | None = None
         self.bids_path = None
@@ -201,6 +203,7 @@ class Recorder:
         if data.shape[1] == 0:
             return
         frames = np.ascontiguousarray((data * self._gain).T, dtype="<f4")
+        bad = int(data.size - np.count_nonzero(np.isfinite(frames)))
         with self._lock:
             if self._closed:
                 logger.debug("samples pushed after close() are ignored")
@@ -211,20 +214,25 @@ class Recorder:
                 self._meta["first_sample_unix"] = time.time() - (local_clock() - timestamps[0])
                 self._meta["first_sample_lsl"] = float(timestamps[0])
                 write_json_atomic(self.session_dir / SESSION_FILE, self._meta)
-            # Data before timestamps: recovery keeps samples present in both files.
-            self._eeg.write(frames.tobytes())
-            self._times.write(timestamps.tobytes())
-            self._eeg.flush()
-            self._times.flush()
-            for gap in self._tracker.process(timestamps)[1]:
-                self.n_gaps += 1
-                self.n_missing += gap.n_missing
-                self._log.log("gap", t=gap.start, wall=datetime.now(UTC).isoformat(),
-                              duration_s=gap.duration, n_missing=gap.n_missing,
-                              after_sample=gap.index)
-            self.n_samples += data.shape[1]
-            self.last_timestamp = float(timestamps[-1])
-            self._maybe_sync()
+            with self._writing():
+                # Data before timestamps: recovery keeps samples present in both files.
+                self._eeg.write(frames.tobytes())
+                self._times.write(timestamps.tobytes())
+                self._eeg.flush()
+                self._times.flush()
+                self.n_samples += data.shape[1]
+                self.last_timestamp = float(timestamps[-1])
+                if bad:  # kept as they came (NaN/inf); the log says where
+                    self.n_nonfinite += bad
+                    self._log.log("nonfinite_samples", t=float(timestamps[0]),
+                                  wall=datetime.now(UTC).isoformat(), n_values=bad)
+                for gap in self._tracker.process(timestamps)[1]:
+                    self.n_gaps += 1
+                    self.n_missing += gap.n_missing
+                    self._log.log("gap", t=gap.start, wall=datetime.now(UTC).isoformat(),
+                                  duration_s=gap.duration, n_missing=gap.n_missing,
+                                  after_sample=gap.index)
+                self._maybe_sync()
 
     def add_event(self, onset_lsl: float, duration: float = 0.0, description: str = "") -> None:
         """Append an event (cue, marker, decision) at ``onset_lsl`` on the LSL clock."""
@@ -235,10 +243,11 @@ class Recorder:
                     f"The recording in {self.session_dir} is closed; start a new one to add "
                     "events."
                 )
-            self._events.write(f"{float(onset_lsl)!r}\t{float(duration)!r}\t{desc}\n")
-            self._events.flush()
-            self.n_events += 1
-            self._maybe_sync()
+            with self._writing():
+                self._events.write(f"{float(onset_lsl)!r}\t{float(duration)!r}\t{desc}\n")
+                self._events.flush()
+                self.n_events += 1
+                self._maybe_sync()
 
     def log_event(self, kind: str, t: float | None = None, **fields) -> None:
         """Append one JSON line ``{"t": <LSL clock>, "wall": ..., "kind": kind, **fields}``."""
@@ -246,7 +255,30 @@ class Recorder:
             if self._closed:
                 logger.debug("log entry %r after close() dropped", kind)
                 return
-            self._log.log(str(kind), t=t, wall=datetime.now(UTC).isoformat(), **fields)
+            if self.write_error is not None:
+                return  # the disk is full; the failure itself is already reported
+            with self._writing():
+                self._log.log(str(kind), t=t, wall=datetime.now(UTC).isoformat(), **fields)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn a failed write (disk full, drive gone) into one sentence, once, keeping the rest.
+
+        What reached the files before stays there; :meth:`close` then skips the BIDS copy,
+        which :func:`recover_session` makes once there is room again.
+        """
+        if self.write_error is not None:
+            raise RecordingError(self.write_error)
+        try:
+            yield
+        except OSError as err:
+            self.write_error = (
+                f"Writing the recording in {self.session_dir} failed ({err.strerror or err}); "
+                f"the {self.n_samples} samples written before are kept: free some space, then "
+                f"run `yume record --recover {self.session_dir}`."
+            )
+            logger.error("%s", self.write_error)
+            raise RecordingError(self.write_error) from err
 
     def _maybe_sync(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -288,11 +320,23 @@ class Recorder:
         with self._lock:
             if self._closed:
                 return self.bids_path
+            self._closed = True
+            if self.write_error is not None:  # the disk is full: keep what is there, no BIDS
+                for f in (*self._files, self._log):
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
+                try:  # tells recover_session that no live process owns it any more
+                    write_json_atomic(self.session_dir / SESSION_FILE,
+                                      {**self._meta, "status": "write_failed"})
+                except OSError:
+                    pass
+                return None
             self._maybe_sync(force=True)
             for f in self._files:
                 f.close()
             self._log.close()
-            self._closed = True
         if self.n_samples == 0:
             self._meta["status"] = "empty"
             write_json_atomic(self.session_dir / SESSION_FILE, self._meta)
@@ -398,21 +442,24 @@ def record(source: Source, session_dir: str | os.PathLike, duration: float, *,
 
 @contextmanager
 def _ctrl_c_as_request() -> Iterator[threading.Event]:
-    """Turn Ctrl+C into a request that the loop reads between polls.
+    """Turn Ctrl+C and SIGTERM into a request that the loop reads between polls.
 
     A KeyboardInterrupt raised at an arbitrary point could land between a lock's acquire and
     its ``with`` block (leaving the recorder's lock held, so closing it would hang) or in the
-    middle of a write; the loop instead stops at its next safe point. Only the main thread can
-    own signal handlers; elsewhere Ctrl+C is left as it is.
+    middle of a write; the loop instead stops at its next safe point. SIGTERM (a session
+    manager, ``kill``, a desktop logging out) ends the run the same way, so the BIDS copy is
+    still written. Only the main thread can own signal handlers; elsewhere both are left as
+    they are.
     """
-    stop, previous = threading.Event(), None
+    stop, previous = threading.Event(), {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
         yield stop
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _record_loop(source: Source, rec: Recorder, duration: float, interval: float, bar,
@@ -445,6 +492,9 @@ def _record_loop(source: Source, rec: Recorder, duration: float, interval: float
         elapsed = local_clock() - t0
         bar.update(round(min(elapsed, duration) - shown, 1))
         shown = round(min(elapsed, duration), 1)
-        if elapsed >= duration or getattr(source, "finished", False):
+        # At the end, samples already waiting in the source (a backlog, a late burst) are
+        # still written: stop once a poll brings nothing stamped before the end.
+        behind = data.shape[1] > 0 and ts[-1] < t0 + duration
+        if (elapsed >= duration and not behind) or getattr(source, "finished", False):
             return
         time.sleep(interval)
