@@ -183,8 +183,8 @@ class SignalQuality:
         at the window's minimum or maximum (clipping), is ``"railing"`` (bad). In real EEG the
         extremes occur 1-3 times per window, far below 2 %.
     line_freq : float or None
-        Mains frequency, 50 or 60 Hz; None auto-detects whichever of the two stands out more
-        above its spectral neighbourhood across channels.
+        Mains frequency, 50 or 60 Hz; None auto-detects it per window: whichever of the two
+        has the larger line ratio on average over channels.
     line_ratio_warn, line_ratio_bad : float
         Thresholds on the power within +-1 Hz of the line frequency over the 1-40 Hz power.
         Clean real EEG (PhysioNet, US) gives < 0.04; 0.1 means the mains already holds a tenth
@@ -317,9 +317,10 @@ class SignalQuality:
             candidates = (50.0, 60.0) if line_freq is None else (float(line_freq),)
             ratios = {lf: self._line_ratio(f, psd, lf) for lf in candidates
                       if self._measurable(f, lf)}
-            # auto-detection: the mains is whichever of 50/60 Hz carries more power across
-            # channels (the median ignores a single noisy electrode)
-            line_freq = max(ratios, key=lambda lf: np.nanmedian(ratios[lf]), default=None)
+            # auto-detection: the mains is whichever of 50/60 Hz carries more power on average
+            # over channels. The mean, not the median, so that one electrode picking up the
+            # mains decides it; on clean data both ratios are tiny and the choice is moot.
+            line_freq = max(ratios, key=lambda lf: float(np.nanmean(ratios[lf])), default=None)
             if line_freq is not None:
                 line_ratio[has_data] = ratios[line_freq]
         else:
@@ -625,24 +626,27 @@ def board_reports_impedance(board_id: int,
     (impedance mode via ``config_board``). Cyton, Cyton-Daisy and most others report none:
     their lead-off measurement has to be computed from the EEG itself.
     """
+    return bool(_resistance_rows(int(board_id), preset))
+
+
+def _resistance_rows(board_id: int, preset: int) -> list[int]:
+    # read from the description: get_resistance_channels logs an error for boards without any
     try:
-        return len(BoardShim.get_resistance_channels(int(board_id), preset)) > 0
+        return list(BoardShim.get_board_descr(board_id, preset).get("resistance_channels", []))
     except BrainFlowError:
-        return False
+        return []  # unknown board id or a preset the board lacks
 
 
 def _resistance_names(board_id: int, n_res: int, preset: int) -> list[str]:
-    try:
-        eeg = BoardShim.get_eeg_names(board_id, preset)
-    except BrainFlowError:
-        try:
-            eeg = [f"EEG{i + 1}" for i in range(len(BoardShim.get_eeg_channels(board_id, preset)))]
-        except BrainFlowError:
-            eeg = []
+    # the description, not get_eeg_names: the latter logs an error for boards without names
+    descr = BoardShim.get_board_descr(board_id, preset)
+    names = [n for n in str(descr.get("eeg_names") or "").split(",") if n]
+    n_eeg = len(descr.get("eeg_channels", []))
+    eeg = names if len(names) == n_eeg else [f"EEG{i + 1}" for i in range(n_eeg)]
     # Ganglion adds the reference, ANT Neuro the reference and ground after the EEG channels
-    extra = {0: [], 1: ["REF"], 2: ["REF", "GND"]}.get(n_res - len(eeg))
+    extra = {0: [], 1: ["REF"], 2: ["REF", "GND"]}.get(n_res - n_eeg)
     if eeg and extra is not None:
-        return list(eeg) + extra
+        return eeg + extra
     return [f"R{i + 1}" for i in range(n_res)]  # no known mapping (synthetic: 2 rows, 16 EEG)
 
 
@@ -671,10 +675,7 @@ def board_impedance(board_id: int, data: np.ndarray,
         outside impedance mode fills them with zeros).
     """
     board_id = int(board_id)
-    try:
-        rows = BoardShim.get_resistance_channels(board_id, preset)
-    except BrainFlowError:
-        return None
+    rows = _resistance_rows(board_id, preset)
     if not rows:
         return None
     table = np.asarray(data, dtype=np.float64)
