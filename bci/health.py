@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bci.stream import SourceState
+
 logger = logging.getLogger(__name__)
 
 
@@ -224,3 +226,55 @@ def counter_gaps(counter: np.ndarray, previous: int | None, modulo: int | None =
     idx = np.nonzero(d != 1)[0]
     gaps = [(int(j + 1 - offset), int(d[j] - 1)) for j in idx if d[j] > 1]
     return gaps, int(c[-1])
+
+
+class SourceWatch:
+    """Turn a source's state changes and gap reports into log entries, each once.
+
+    The window, the headless run and ``yume record`` log the same entries: ``source_lost``
+    (state, error), ``source_back`` (``outage_s``), ``source_failed`` (error), ``source_ended``
+    (file playback played out) and ``gap`` (``start``, ``duration_s``, ``n_missing``,
+    ``cause``, from the source's :class:`GapLog`).
+
+    Parameters
+    ----------
+    watched : Source or Acquisition
+        Anything with a ``state``; an ``error``, a ``finished`` flag and ``gaps`` are read
+        where it (or its ``source``) has them.
+    gaps : bool
+        Report the source's gaps too (a recorder that finds them in what it writes says no).
+    """
+
+    def __init__(self, watched, gaps: bool = True) -> None:
+        self.watched = watched
+        self.gaps = gaps
+        self.state = watched.state
+        self.lost_since: float | None = None  # LSL clock time the loss was first seen
+        self.ended = False
+
+    def poll(self, now: float) -> list[tuple[str, dict]]:
+        """Entries ``(kind, fields)`` for what changed since the last call (``now``: LSL s)."""
+        out: list[tuple[str, dict]] = []
+        source = getattr(self.watched, "source", self.watched)
+        error = getattr(self.watched, "error", None)
+        state = self.watched.state
+        if state != self.state:
+            self.state = state
+            if state == SourceState.RECONNECTING:
+                self.lost_since = now
+                out.append(("source_lost", {"state": str(state), "error": error}))
+            elif state == SourceState.FAILED:
+                self.lost_since = self.lost_since if self.lost_since is not None else now
+                out.append(("source_failed", {"error": error}))
+            elif state == SourceState.STREAMING and self.lost_since is not None:
+                out.append(("source_back", {"outage_s": round(now - self.lost_since, 3)}))
+                self.lost_since = None
+        if getattr(source, "finished", False) and not self.ended:
+            self.ended = True
+            out.append(("source_ended", {}))
+        gap_log = getattr(source, "gaps", None)
+        if self.gaps and isinstance(gap_log, GapLog):
+            out += [("gap", {"start": g.start, "duration_s": g.duration,
+                             "n_missing": g.n_missing, "cause": g.cause})
+                    for g in gap_log.pop_new()]
+        return out

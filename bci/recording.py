@@ -28,7 +28,7 @@ import numpy as np
 from pylsl import local_clock
 
 from bci.eventlog import EventLog, jsonable
-from bci.health import TimestampTracker
+from bci.health import SourceWatch, TimestampTracker
 from bci.session_files import (
     CONFIG_FILE,
     EVENTS_FILE,
@@ -48,7 +48,7 @@ from bci.session_files import (
     write_brainvision_header,
     write_json_atomic,
 )
-from bci.stream import Source, SourceState, StreamInfo
+from bci.stream import Source, StreamInfo
 
 logger = logging.getLogger(__name__)
 
@@ -418,8 +418,11 @@ def record(source: Source, session_dir: str | os.PathLike, duration: float, *,
         rec = Recorder(session_dir, source.info, **recorder_kwargs)
         rec.log_event("recording_started", source=source.info.name,
                       source_id=source.info.source_id)
-        with tqdm(total=round(duration, 1), unit="s", disable=not progress,
-                  desc="recording", bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s") as bar:
+        # Counted in whole tenths of a second (shown as seconds by unit_scale): float steps
+        # would add up past the total and make tqdm warn at the end of every recording.
+        with tqdm(total=int(round(duration * 10)), unit="s", unit_scale=0.1,
+                  disable=not progress, desc="recording",
+                  bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} s") as bar:
             try:
                 with _ctrl_c_as_request() as stop:
                     _record_loop(source, rec, duration, interval, bar, markers, stop)
@@ -465,22 +468,14 @@ def _ctrl_c_as_request() -> Iterator[threading.Event]:
 def _record_loop(source: Source, rec: Recorder, duration: float, interval: float, bar,
                  markers: Sequence, stop: threading.Event | None = None) -> None:
     t0 = local_clock()
-    shown = 0.0
-    state, lost_at = getattr(source, "state", None), None
+    shown = 0
+    watch = SourceWatch(source, gaps=False)  # the recorder logs the gaps it writes
     while True:
         if stop is not None and stop.is_set():
             raise KeyboardInterrupt
         data, ts = source.poll()
-        if getattr(source, "state", None) != state:  # lost, back, failed: in the log, when
-            state, now = source.state, local_clock()
-            if state == SourceState.RECONNECTING:
-                lost_at = now
-                rec.log_event("source_lost", t=now, state=str(state))
-            elif state == SourceState.STREAMING and lost_at is not None:
-                rec.log_event("source_back", t=now, outage_s=now - lost_at)
-                lost_at = None
-            else:
-                rec.log_event("source_state", t=now, state=str(state))
+        for kind, fields in watch.poll(local_clock()):
+            rec.log_event(kind, **fields)
         if data.shape[1]:
             rec.push(data, ts)
         for onset, dur, desc in _poll_source_events(source):
@@ -490,8 +485,9 @@ def _record_loop(source: Source, rec: Recorder, duration: float, interval: float
             for label, stamp in zip(labels, stamps, strict=True):
                 rec.add_event(stamp, 0.0, label)
         elapsed = local_clock() - t0
-        bar.update(round(min(elapsed, duration) - shown, 1))
-        shown = round(min(elapsed, duration), 1)
+        tenths = int(min(elapsed, duration) * 10)
+        bar.update(tenths - shown)
+        shown = tenths
         # At the end, samples already waiting in the source (a backlog, a late burst) are
         # still written: stop once a poll brings nothing stamped before the end.
         behind = data.shape[1] > 0 and ts[-1] < t0 + duration

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ class RunOptions:
     headless: bool | None = None  # None: decide from the display
     realtime: bool = True
     max_seconds: float | None = None  # window: close after this long (tests, demos)
+    checkpoint: Path | None = None  # mvdt: a checkpoint folder instead of the shipped one
+    start_image: Path | None = None  # an image file the world starts from
 
 
 def has_display() -> bool:
@@ -62,8 +65,13 @@ def open_source(text: str) -> Source | None:
 def make_engine(opts: RunOptions):
     from world.registry import make_world
 
-    engine = make_world(opts.world, height=opts.resolution[0], width=opts.resolution[1])
-    first = engine.reset(seed=opts.seed)
+    engine = make_world(opts.world, height=opts.resolution[0], width=opts.resolution[1],
+                        checkpoint=opts.checkpoint)
+    try:
+        first = engine.reset(seed=opts.seed, image=opts.start_image)
+    except Exception:
+        engine.close()
+        raise
     return engine, first
 
 
@@ -131,18 +139,77 @@ def build_window(opts: RunOptions):
     return window
 
 
+def startup_error_box(error: BaseException):
+    """The critical message box that tells a user without a terminal why the app did not start.
+
+    Parameters
+    ----------
+    error : BaseException
+        The start-up error; its message is the one sentence shown.
+
+    Returns
+    -------
+    QMessageBox
+        Not shown yet: :func:`run_window` runs it, tests read it.
+    """
+    from PyQt6 import QtWidgets
+
+    box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Critical, "Yume BCI could not start",
+                                str(error), QtWidgets.QMessageBox.StandardButton.Close)
+    box.setInformativeText("Check the --source and --decoder options (`yume run --help`).")
+    return box
+
+
+def close_on_sigterm(window):
+    """Let SIGTERM close ``window`` the way its close button does (same log summary).
+
+    Python runs signal handlers only between bytecodes, never while Qt's C++ event loop waits,
+    so a timer hands control back to Python a few times a second.
+
+    Returns
+    -------
+    handler
+        The SIGTERM handler this replaced, for ``signal.signal`` to put back.
+    """
+    from PyQt6 import QtCore
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: window.close())
+    timer = QtCore.QTimer(window)
+    timer.timeout.connect(lambda: None)
+    timer.start(200)
+    return previous
+
+
 def run_window(opts: RunOptions) -> int:
-    """Open the window and run the Qt event loop until it is closed."""
+    """Open the window and run the Qt event loop until it is closed.
+
+    A start-up error (a source that cannot be opened, a decoder that does not fit) is shown in
+    a message box when there is a display, since a desktop launcher has no terminal, then
+    raised as before (``yume`` prints it and exits with code 2). With ``max_seconds`` the box
+    closes by itself after that long, like the window.
+    """
     from PyQt6 import QtCore, QtWidgets
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
-    window = build_window(opts)
+    try:
+        window = build_window(opts)
+    except (ValueError, RuntimeError, OSError) as err:
+        if has_display():
+            box = startup_error_box(err)
+            if opts.max_seconds:
+                QtCore.QTimer.singleShot(int(opts.max_seconds * 1000), box.reject)
+            box.exec()
+        raise
     window.show()
     window.start()
     window.setFocus()
+    previous = close_on_sigterm(window)
     if opts.max_seconds:
         QtCore.QTimer.singleShot(int(opts.max_seconds * 1000), window.close)
-    code = app.exec()
+    try:
+        code = app.exec()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     window.log.close()
     print(f"session log: {window.session_folder / 'session.jsonl'}")
     return int(code)

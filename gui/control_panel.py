@@ -73,7 +73,7 @@ class ControlPanel(QtWidgets.QWidget):
         self.running = False
         self._build()
         self._fill_mapping()
-        self._set_running(False)
+        self.set_running(False)
 
     # ---------------------------------------------------------------- layout
     def _build(self) -> None:
@@ -115,6 +115,9 @@ class ControlPanel(QtWidgets.QWidget):
         self.table.setHorizontalHeaderLabels(["class", "action"])
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.verticalHeader().setVisible(False)
+        # As tall as its rows, so the mapping is read without scrolling inside the panel.
+        self.table.setSizeAdjustPolicy(
+            QtWidgets.QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
         self.table.itemChanged.connect(self._on_item_changed)
         self.mapping_error = QtWidgets.QLabel("")
         self.mapping_error.setWordWrap(True)
@@ -128,10 +131,13 @@ class ControlPanel(QtWidgets.QWidget):
         self.stop_button = self._button("Stop control", "#455a64", self._on_stop)
         self.panic_button = self._button("PANIC STOP", "#c62828", self._on_panic, big=True)
         self.release_button = self._button("Release stop", "#6d4c41", self._on_release)
+        # Two rows, so the panel fits beside the traces at 1280x720 with every button visible.
         buttons.addWidget(self.start_button, 0, 0)
         buttons.addWidget(self.stop_button, 0, 1)
-        buttons.addWidget(self.panic_button, 1, 0, 1, 2)
-        buttons.addWidget(self.release_button, 2, 0, 1, 2)
+        buttons.addWidget(self.panic_button, 1, 0)
+        buttons.addWidget(self.release_button, 1, 1)
+        buttons.setColumnStretch(0, 3)
+        buttons.setColumnStretch(1, 2)
         layout.addLayout(buttons)
         layout.addStretch(1)
         self.show_state(PolicyState.IDLE)
@@ -162,17 +168,23 @@ class ControlPanel(QtWidgets.QWidget):
         """Let the panic / release buttons act on ``hybrid`` directly."""
         self.hybrid = hybrid
 
-    def _set_running(self, running: bool) -> None:
-        self.running = running
-        self.start_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
+    def set_running(self, running: bool) -> None:
+        """Show whether the decoder steers now: only the button that changes that is enabled.
+
+        The window calls this with the steering's real state (a decoder loaded with the app
+        steers from the start), so "Start control" is never offered while it already runs.
+        """
+        self.running = bool(running)
+        self.start_button.setEnabled(not self.running)
+        self.start_button.setText("Decoder steering" if self.running else "Start control")
+        self.stop_button.setEnabled(self.running)
 
     def _on_start(self) -> None:
-        self._set_running(True)
+        self.set_running(True)
         self.start_requested.emit()
 
     def _on_stop(self) -> None:
-        self._set_running(False)
+        self.set_running(False)
         self.stop_requested.emit()
 
     def _on_panic(self) -> None:
@@ -236,5 +248,5 @@ class ControlPanel(QtWidgets.QWidget):
         self.menu_label.setText(menu.describe() if menu is not None else "")
 
     def sizeHint(self) -> QtCore.QSize:  # noqa: N802 - Qt naming
-        return QtCore.QSize(320, 520)
+        return QtCore.QSize(340, super().sizeHint().height())
 

@@ -17,6 +17,8 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from bci.acquisition import Acquisition
 from bci.eventlog import EventLog
+from bci.health import SourceWatch
+from bci.stream import SourceState
 from control.actions import Action
 from control.keyboard import KeyboardMap
 from gui.control_panel import ControlPanel
@@ -125,36 +127,31 @@ class MainWindow(QtWidgets.QMainWindow):
         self.message = QtWidgets.QLabel()
         self.world_view = WorldView()
         self.keys = KeysWidget(self.keymap)
-        # Right side: traces above, panels below in a scroll area, with a draggable divider so
-        # the traces keep room however many panels there are.
-        right = QtWidgets.QSplitter(QtCore.Qt.Orientation.Vertical)
-        panels = QtWidgets.QWidget()
-        rlay = QtWidgets.QVBoxLayout(panels)
+        # Shown across the top while the source is lost or has ended (see _watch_source).
+        self.banner = QtWidgets.QLabel()
+        self.banner.setObjectName("sourceBanner")
+        self.banner.setWordWrap(True)
+        self.banner.hide()
+        self.source_watch = SourceWatch(acquisition) if acquisition is not None else None
+        self._lost_clock = ""  # when the loss was first seen, on the wall clock, for the banner
+        # Middle column: traces above, the action and record controls below. Every panel sits
+        # in a column of its own rather than a scroll area, so all controls show at 1280x720.
+        middle = QtWidgets.QWidget()
+        mlay = QtWidgets.QVBoxLayout(middle)
+        mlay.setContentsMargins(0, 0, 0, 0)
         if acquisition is not None:
             self.traces: TracesWidget | None = TracesWidget(acquisition.buffer, acquisition.info)
-            right.addWidget(self.traces)
+            mlay.addWidget(self.traces, 1)
         else:
             self.traces = None
-            right.addWidget(QtWidgets.QLabel("No signal source."))
+            mlay.addWidget(QtWidgets.QLabel("No signal source."), 1)
         self.record: RecordToggle | None = None
         if acquisition is not None and record_dir is not None:
             self.record = RecordToggle(acquisition, out_dir=record_dir)
             self.record.failed.connect(self.message.setText)
             self.record.started.connect(lambda d: self._note("recording_started", folder=d))
             self.record.stopped.connect(lambda d: self._note("recording_saved", folder=d))
-            rlay.addWidget(self.record)
-        self.control_panel: ControlPanel | None = None
-        if self.steering.online is not None:
-            policy = self.steering.online.policy
-            self.control_panel = ControlPanel(policy.classes, policy.mapping,
-                                              threshold=policy.config.threshold)
-            self.control_panel.attach(self.steering.hybrid)  # panic works even if we hang
-            self.control_panel.start_requested.connect(lambda: self._decoder(True))
-            self.control_panel.stop_requested.connect(lambda: self._decoder(False))
-            self.control_panel.panic_requested.connect(lambda: self.panic("panel"))
-            self.control_panel.release_requested.connect(self.release)
-            self.control_panel.mapping_changed.connect(self._mapping_changed)
-            rlay.addWidget(self.control_panel)
+            mlay.addWidget(self.record)
         box = QtWidgets.QGroupBox("Action")
         blay = QtWidgets.QHBoxLayout(box)
         blay.addWidget(self.keys)
@@ -164,24 +161,40 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stop_button.clicked.connect(
             lambda checked: self.panic("button") if checked else self.release())
         blay.addWidget(self.stop_button)
-        rlay.addWidget(box)
-        rlay.addStretch(1)
-        self.panels = rlay  # other panels (control, recording) are added here
-        scroll = QtWidgets.QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(panels)
-        right.addWidget(scroll)
-        right.setStretchFactor(0, 3)
-        right.setStretchFactor(1, 2)
+        mlay.addWidget(box)
 
         split = QtWidgets.QSplitter()
         split.addWidget(self.world_view)
-        split.addWidget(right)
-        split.setStretchFactor(0, 3)
+        split.addWidget(middle)
+        self.control_panel: ControlPanel | None = None
+        if self.steering.online is not None:
+            policy = self.steering.online.policy
+            self.control_panel = ControlPanel(policy.classes, policy.mapping,
+                                              threshold=policy.config.threshold)
+            self.control_panel.attach(self.steering.hybrid)  # panic works even if we hang
+            self.control_panel.set_running(self.steering.decoder_enabled)
+            self.control_panel.start_requested.connect(lambda: self._decoder(True))
+            self.control_panel.stop_requested.connect(lambda: self._decoder(False))
+            self.control_panel.panic_requested.connect(lambda: self.panic("panel"))
+            self.control_panel.release_requested.connect(self.release)
+            self.control_panel.mapping_changed.connect(self._mapping_changed)
+            split.addWidget(self.control_panel)
+            split.setStretchFactor(2, 0)  # the panel keeps its width; world and traces share
+        split.setStretchFactor(0, 3)  # the world keeps the larger share, as it always had
         split.setStretchFactor(1, 2)
-        self.setCentralWidget(split)
+        central = QtWidgets.QWidget()
+        clay = QtWidgets.QVBoxLayout(central)
+        clay.setContentsMargins(0, 0, 0, 0)
+        clay.setSpacing(0)
+        clay.addWidget(self.banner)
+        clay.addWidget(split, 1)
+        self.setCentralWidget(central)
 
         self.status = {name: QtWidgets.QLabel() for name in ("source", "rate", "fps", "lag")}
+        self.status["fps"].setToolTip(
+            "world: frames per second shown in this window. model: frames per second the world "
+            "engine generates while it computes (its speed; above the shown rate means it keeps "
+            "up, below means the world lags).")
         for label in self.status.values():
             self.statusBar().addPermanentWidget(label)
         self.statusBar().addWidget(self.message, 1)
@@ -194,6 +207,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.control_timer.timeout.connect(self._control_tick)
         self.status_timer = QtCore.QTimer(self)
         self.status_timer.timeout.connect(self._update_status)
+        # X11 sends a held key's auto-repeat as release+press pairs, and Qt flags them as
+        # auto-repeat only when the press is already queued; measured under Xvfb, most were not
+        # flagged. So on X11 a release waits this long for a press of the same key, which makes
+        # it a repeat; elsewhere (offscreen, Wayland) releases apply at once.
+        self.release_grace_ms = 40 if QtGui.QGuiApplication.platformName() == "xcb" else 0
+        self._releasing: set[str] = set()
+        self.release_timer = QtCore.QTimer(self)
+        self.release_timer.setSingleShot(True)
+        self.release_timer.timeout.connect(self._apply_releases)
         self.setFocusPolicy(QtCore.Qt.FocusPolicy.StrongFocus)
         self.resize(1280, 720)
 
@@ -218,6 +240,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.frame_timer.stop()
         self.status_timer.stop()
         self.control_timer.stop()
+        self.release_timer.stop()
         if self.traces is not None:
             self.traces.stop()
         if self.record is not None and self.record.is_recording:
@@ -266,6 +289,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _decoder(self, enabled: bool) -> None:
         self.steering.set_decoder_enabled(enabled, local_clock())
+        self.control_panel.set_running(self.steering.decoder_enabled)
         if self.log is not None:
             self.log.log("decoder_control", enabled=enabled)
 
@@ -295,7 +319,12 @@ class MainWindow(QtWidgets.QMainWindow):
         name = key_name(event.key())
         if name is None:
             return super().keyPressEvent(event)
-        if not event.isAutoRepeat():
+        if event.isAutoRepeat():
+            return
+        if name in self._releasing:  # the press of an auto-repeat pair: the key is still held
+            self._releasing.discard(name)
+            return
+        if name not in self.pressed:
             self.pressed.add(name)
             self._keys_changed()
 
@@ -303,12 +332,26 @@ class MainWindow(QtWidgets.QMainWindow):
         name = key_name(event.key())
         if name is None:
             return super().keyReleaseEvent(event)
-        if not event.isAutoRepeat():
+        if event.isAutoRepeat() or name not in self.pressed:
+            return
+        if self.release_grace_ms <= 0:
             self.pressed.discard(name)
+            self._keys_changed()
+            return
+        self._releasing.add(name)
+        self.release_timer.start(self.release_grace_ms)
+
+    def _apply_releases(self) -> None:
+        """The releases no press followed within the grace time: the keys are up."""
+        if self._releasing:
+            self.pressed -= self._releasing
+            self._releasing.clear()
             self._keys_changed()
 
     def focusOutEvent(self, event: QtGui.QFocusEvent) -> None:  # noqa: N802 - Qt API
         # Key releases are lost when focus leaves; never keep walking on a stale key.
+        self.release_timer.stop()
+        self._releasing.clear()
         self.pressed.clear()
         self._keys_changed()
         super().focusOutEvent(event)
@@ -340,10 +383,43 @@ class MainWindow(QtWidgets.QMainWindow):
             self.status["rate"].setText(f"{acq.info.sfreq:g} Hz × {acq.info.n_channels} ch")
             if acq.error:
                 self.message.setText(acq.error)
+            self._watch_source()
         else:
             self.status["source"].setText("no source")
-        self.status["fps"].setText(
-            f"world {self.displayed_fps():.1f} fps (gen {self.server.generation_fps():.0f})")
+        self.status["fps"].setText(f"world {self.displayed_fps():.1f} fps shown, model "
+                                   f"{self.server.generation_fps():.0f} frames/s")
         self.status["lag"].setText(f"UI lag p99 {self.monitor.percentile(99):.1f} ms")
         if self.server.error:
             self.message.setText(self.server.error)
+
+    def _watch_source(self) -> None:
+        """Banner, grey traces and log entries while the source is lost, and when it ends.
+
+        A lost stream keeps its last seconds in the buffer; without this they would stay on
+        screen looking live. The outage is timed from when the window first saw it.
+        """
+        acq = self.acquisition
+        now = local_clock()
+        was_lost = self.source_watch.lost_since is not None
+        for kind, fields in self.source_watch.poll(now):
+            if self.log is not None:
+                self.log.log(kind, source=acq.info.name, **fields)
+        lost = self.source_watch.lost_since is not None
+        if lost and not was_lost:
+            self._lost_clock = time.strftime("%H:%M:%S")
+        text, colour = "", "#b71c1c"  # red: the signal is missing now
+        if lost:
+            what = ("it failed: " + (acq.error or "no more samples")
+                    if acq.state == SourceState.FAILED
+                    else f"reconnecting for {now - self.source_watch.lost_since:.0f} s")
+            text = f"Signal lost at {self._lost_clock} ({what}). The traces show old data."
+        elif self.source_watch.ended:
+            text, colour = ("The file ended: playback is over and no new samples will come.",
+                            "#455a64")  # grey-blue: expected, not a fault
+        style = f"background:{colour};color:white;font-weight:bold;padding:6px;"
+        if self.banner.styleSheet() != style:  # restyling re-polishes: only on a change
+            self.banner.setStyleSheet(style)
+        self.banner.setText(text)
+        self.banner.setVisible(bool(text))
+        if self.traces is not None:
+            self.traces.set_greyed(bool(text))

@@ -10,6 +10,7 @@ from bci.ringbuffer import RingBuffer
 from bci.stream import StreamInfo
 
 SCALES_UV = (10, 20, 50, 100, 200, 500, 1000, 5000)
+LOST_PEN = pg.mkPen("#b0b0b0", width=1)  # every channel one grey: nothing here is live
 
 
 class TracesWidget(QtWidgets.QWidget):
@@ -29,6 +30,11 @@ class TracesWidget(QtWidgets.QWidget):
         Width of the time window.
     max_points : int
         Points drawn per curve (the window is decimated to this for speed).
+
+    Attributes
+    ----------
+    greyed : bool
+        True while the curves are drawn grey (see :meth:`set_greyed`).
     """
 
     def __init__(self, buffer: RingBuffer, info: StreamInfo, seconds: float = 5.0,
@@ -49,8 +55,12 @@ class TracesWidget(QtWidgets.QWidget):
                                                suffix=" s", singleStep=1.0)
         self.window.valueChanged.connect(lambda v: setattr(self, "seconds", float(v)))
         bar = QtWidgets.QHBoxLayout()
-        bar.addWidget(QtWidgets.QLabel(f"{info.name} · {info.sfreq:g} Hz"))
-        bar.addStretch(1)
+        title = QtWidgets.QLabel(f"{info.name} · {info.sfreq:g} Hz")
+        title.setToolTip(title.text())
+        # A long stream name may be cut short rather than widen the window past the screen.
+        title.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored,
+                            QtWidgets.QSizePolicy.Policy.Preferred)
+        bar.addWidget(title, 1)
         bar.addWidget(QtWidgets.QLabel("scale"))
         bar.addWidget(self.scale)
         bar.addWidget(QtWidgets.QLabel("window"))
@@ -59,9 +69,10 @@ class TracesWidget(QtWidgets.QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(bar)
         layout.addWidget(self.plot, 1)
-        pens = [pg.mkPen(pg.intColor(i, hues=max(info.n_channels, 8), maxValue=180), width=1)
-                for i in range(info.n_channels)]
-        self.curves = [self.plot.plot(pen=p) for p in pens]
+        self.pens = [pg.mkPen(pg.intColor(i, hues=max(info.n_channels, 8), maxValue=180),
+                              width=1) for i in range(info.n_channels)]
+        self.curves = [self.plot.plot(pen=p) for p in self.pens]
+        self.greyed = False
         self._relabel()
         self.timer = QtCore.QTimer(self)
         self.timer.timeout.connect(self.refresh)
@@ -75,6 +86,15 @@ class TracesWidget(QtWidgets.QWidget):
         ticks = [((n - 1 - i) * self.spacing, name) for i, name in enumerate(self.info.ch_names)]
         self.plot.getAxis("left").setTicks([ticks, []])
         self.plot.setYRange(-self.spacing, n * self.spacing, padding=0)
+
+    def set_greyed(self, greyed: bool) -> None:
+        """Draw every channel grey while the signal is not live (source lost or ended), so the
+        last seconds on screen are not mistaken for the present."""
+        if greyed == self.greyed:
+            return
+        self.greyed = greyed
+        for curve, pen in zip(self.curves, self.pens, strict=True):
+            curve.setPen(LOST_PEN if greyed else pen)
 
     def start(self, interval_ms: int = 40) -> None:
         """Redraw every ``interval_ms`` (25 fps by default)."""
