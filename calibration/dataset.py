@@ -145,6 +145,25 @@ def _sidecar_events(path: Path) -> Path | None:
     return None
 
 
+def _within(events: pd.DataFrame, raw: mne.io.BaseRaw) -> pd.DataFrame:
+    """The events that start inside the data, their durations cut at the last sample.
+
+    An events table may run past the end of the recording (a cue still on when it stopped, a
+    sped-up session's durations, float noise at the end); MNE would cut or drop such
+    annotations itself and say so in a RuntimeWarning on every load. Cutting at the last
+    sample, one sample short of MNE's limit, stays inside it despite float rounding.
+    """
+    last = float(raw.times[-1])
+    onset = events["onset"].to_numpy(float)
+    keep = (onset >= 0) & (onset <= last)
+    if not keep.all():
+        logger.info("%d event(s) outside the recorded data left out", int((~keep).sum()))
+    out = events[keep].reset_index(drop=True)
+    out["duration"] = np.clip(np.minimum(out["duration"].to_numpy(float),
+                                         last - out["onset"].to_numpy(float)), 0.0, None)
+    return out
+
+
 def load_recording(path: str | Path) -> Recording:
     """Load a recording and its events (see the module docstring for the formats).
 
@@ -174,6 +193,16 @@ def load_recording(path: str | Path) -> Recording:
             raise DatasetError(
                 f"Cannot read {path.name}: unknown format; use one of "
                 f"{', '.join(RAW_SUFFIXES)} or a Yume session folder.")
+        if path.suffix.lower() in (".edf", ".bdf"):
+            from bci.playback import check_edf_size
+            from bci.stream import AcquisitionError
+
+            try:
+                # MNE drops the missing records of a truncated EDF without a word; training on
+                # the rest would look fine. Playback refuses such files with this same check.
+                check_edf_size(path, path.suffix[1:].upper())
+            except AcquisitionError as err:
+                raise DatasetError(str(err)) from None
         try:
             raw = mne.io.read_raw(path, preload=True, verbose="error")
         except Exception as err:  # MNE raises many types for unreadable files
@@ -190,6 +219,7 @@ def load_recording(path: str | Path) -> Recording:
                                    "duration": ann.duration,
                                    "description": [str(d) for d in ann.description]})
         events = _physionet_labels(path, events)
+    events = _within(events, raw)
     raw.set_annotations(mne.Annotations(events["onset"].to_numpy(float),
                                         events["duration"].to_numpy(float),
                                         events["description"].astype(str).to_numpy(),

@@ -152,7 +152,9 @@ class CalibrationSession:
             if insert_marker is not None and cue.label in self.codes:
                 insert_marker(self.codes[cue.label])
             if self.recorder is not None:
-                self.recorder.add_event(onset, cue.duration_s, cue.label)
+                # The recorder counts durations on the LSL clock, like onsets; a simulated
+                # participant at --speed 20 lives through a 2 s cue in 0.1 s of that clock.
+                self.recorder.add_event(onset, cue.duration_s / self.speed, cue.label)
             self.result.events.append((onset, cue.duration_s, cue.label))
             if planned is not None:
                 self.result.lateness_s = np.append(self.result.lateness_s, onset - planned)

@@ -13,6 +13,7 @@ import logging
 import pkgutil
 import sys
 import warnings
+from collections.abc import Iterator
 
 import gui.commands
 
@@ -39,7 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
     for mod in sorted(pkgutil.iter_modules(gui.commands.__path__), key=lambda m: m.name):
         if not mod.name.startswith("_"):
             importlib.import_module(f"gui.commands.{mod.name}").add_parser(sub)
+    for name, command in iter_parsers(parser):
+        if name != "yume":  # the top level keeps its raw epilog
+            # One formatter for all, so no command can print "(default: None)" again.
+            command.formatter_class = gui.commands.HelpFormatter
     return parser
+
+
+def iter_parsers(parser: argparse.ArgumentParser,
+                 name: str = "yume") -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """``parser`` and every sub-command parser below it, as ``("yume world train", parser)``."""
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from iter_parsers(sub, f"{name} {sub_name}")
 
 
 def main(argv: list[str] | None = None) -> int:

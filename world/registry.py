@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import import_module
+from pathlib import Path
 
 from world.base import WorldEngine, WorldError
 from world.sandbox import SandboxWorld
@@ -18,23 +19,54 @@ WORLDS: dict[str, Callable[..., WorldEngine]] = {
 }
 
 
+# Engines whose weights come from a checkpoint folder (``make_world(..., checkpoint=DIR)``).
+CHECKPOINT_WORLDS = frozenset({"mvdt"})
+
+
 def available_worlds() -> list[str]:
     """Names accepted by :func:`make_world`, sorted."""
     return sorted(WORLDS)
 
 
-def make_world(name: str, **kwargs) -> WorldEngine:
+def make_world(name: str, *, checkpoint: str | Path | None = None, **kwargs) -> WorldEngine:
     """Build the world engine registered as ``name`` with keyword arguments ``kwargs``.
+
+    Parameters
+    ----------
+    name : str
+        A name of :func:`available_worlds` (case-insensitive).
+    checkpoint : path-like, optional
+        For engines in :data:`CHECKPOINT_WORLDS` (``mvdt``): the checkpoint folder to load
+        instead of the shipped one, e.g. a lab's own model from ``yume world export``.
+    **kwargs
+        Passed to the engine (``height``, ``width``, ``seed``...).
 
     Raises
     ------
     WorldError
-        If no engine has that name.
+        If no engine has that name, or a checkpoint is given to an engine without one or does
+        not name a folder.
     """
+    key = str(name).strip().lower()
     try:
-        factory = WORLDS[str(name).strip().lower()]
+        factory = WORLDS[key]
     except KeyError:
         raise WorldError(
             f"Unknown world {name!r}; choose one of {', '.join(available_worlds())}."
         ) from None
+    if checkpoint is not None:
+        if key not in CHECKPOINT_WORLDS:
+            raise WorldError(
+                f"The {key} world loads no checkpoint; leave the checkpoint out or choose "
+                f"{' or '.join(sorted(CHECKPOINT_WORLDS))}.")
+        path = Path(checkpoint)
+        if path.is_file():
+            raise WorldError(
+                f"{path} is a file; pass the checkpoint folder that holds it (with "
+                "model.safetensors and config.json, like world/checkpoints/mvdt-sandbox).")
+        if not path.is_dir():
+            raise WorldError(
+                f"No checkpoint folder at {path}; check the path (a folder with "
+                "model.safetensors and config.json, like world/checkpoints/mvdt-sandbox).")
+        kwargs["checkpoint"] = path
     return factory(**kwargs)

@@ -29,6 +29,7 @@ import numpy as np
 from control.actions import IDLE, Action, parse_action
 from control.motion import CameraState, MotionStep, apply_action, translation_delta
 from world.base import Chunk, WorldEngine, WorldError, check_resolution
+from world.images import load_image
 from world.sandbox_render import SandboxRenderer
 from world.sandbox_scene import SandboxScene, generate_scene
 
@@ -62,35 +63,6 @@ def cached_scene(
     else:
         _SCENE_CACHE.move_to_end(key)
     return scene
-
-
-def image_to_rgb(image) -> np.ndarray:
-    """An (H, W, 3) uint8 array from a PIL image or an (H, W, 3|4) uint8 array.
-
-    Raises
-    ------
-    WorldError
-        If ``image`` is not such an image.
-    """
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    if not isinstance(image, np.ndarray):
-        raise WorldError(
-            "A start image must be a PIL image or an HxWx3 uint8 array, "
-            f"not {type(image).__name__}."
-        )
-    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
-        raise WorldError(
-            f"A start image must be an HxWx3 (or HxWx4) uint8 RGB array, got shape {image.shape} "
-            f"and dtype {image.dtype}; convert it, e.g. with PIL.Image.open(path).convert('RGB')."
-        )
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise WorldError("The start image is empty (zero height or width); pass a real image.")
-    return np.ascontiguousarray(image[..., :3])
 
 
 def image_seed(rgb: np.ndarray) -> int:
@@ -221,8 +193,9 @@ class SandboxWorld(WorldEngine):
         seed : int, optional
             Scene seed; default: the world's current seed (so ``reset()`` restarts the same
             city at its spawn point).
-        image : PIL image or ndarray, optional
-            A start image (HxWx3 or HxWx4 uint8). The sandbox cannot reproduce the picture;
+        image : path-like, PIL image or ndarray, optional
+            A start image, anything :func:`world.images.load_image` accepts (the MVDT world
+            accepts the same). The sandbox cannot reproduce the picture;
             instead the scene seed is derived from the image bytes (unless ``seed`` is also
             given) and the buildings' and sky's palette is pulled towards the image's dominant
             colours, so the same image always gives the same, image-coloured city.
@@ -234,7 +207,9 @@ class SandboxWorld(WorldEngine):
         """
         tint = None
         if image is not None:
-            rgb = image_to_rgb(image)
+            # Not resized to the frame size: the same picture gives the same city at any
+            # resolution.
+            rgb = load_image(image)
             tint = dominant_colours(rgb)
             if seed is None:
                 seed = image_seed(rgb)

@@ -32,13 +32,12 @@ def add_parser(sub) -> None:
             "participant (the default source) it follows the cues, faster than real time with "
             "--speed, or all at once with --offline. Train a decoder on the result with "
             "`yume train SESSION_DIR`."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--paradigm", choices=("mi", "ssvep"), default="mi", help="paradigm")
     p.add_argument("--config", type=Path, default=None,
                    help="paradigm file (JSON or TOML); the options below override it")
     p.add_argument("--classes", default=None,
-                   help="MI classes, comma-separated (default left_hand,right_hand,feet)")
+                   help="MI classes, comma-separated (default: left_hand,right_hand,feet)")
     p.add_argument("--freqs", default=None, help="SSVEP target frequencies in Hz, e.g. 8,10,12,15")
     p.add_argument("--trials", type=int, default=None, help="trials per class")
     p.add_argument("--runs", type=int, default=None, help="runs, with breaks between them")
@@ -56,7 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--offline", action="store_true",
                    help="simulated participant only: generate the whole session at once")
     p.add_argument("--speed", type=float, default=None,
-                   help="simulated participant: signal time per wall-clock second (default 10 "
+                   help="simulated participant: signal time per wall-clock second (default: 10 "
                         "headless, 1 with a window)")
     p.add_argument("--snr", type=float, default=1.0, help="simulated participant SNR")
     p.add_argument("--participant-seed", type=int, default=0, help="simulated participant seed")

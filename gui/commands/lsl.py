@@ -10,7 +10,6 @@ def add_parser(sub) -> None:
         "lsl", help="list visible LSL streams (name, type, channels, rate, source id)",
         description="List the Lab Streaming Layer streams this machine can see, to pick one for "
                     "--source lsl:NAME. Use --name/--type to filter.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--name", default=None, help="only streams with this name")
     p.add_argument("--type", default=None, help="only streams of this content type (EEG...)")

@@ -25,16 +25,23 @@ def add_parser(sub) -> None:
             "tilt), live signals on the right. Without a display, run a scripted ~20 s route "
             "headless and write an animated GIF, a contact sheet, a signal plot and the session "
             "log into --out."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--world", default="sandbox", help="world engine: sandbox or mvdt")
     p.add_argument("--seed", type=int, default=0, help="scene seed")
     p.add_argument("--resolution", type=_resolution, default=(256, 256),
-                   help="frame size HEIGHTxWIDTH")
+                   help="frame size HEIGHTxWIDTH (default: 256x256)")
     p.add_argument("--source", default="simulated",
                    help="signal source: simulated (a simulated participant streamed over LSL), "
                         "synthetic (BrainFlow), brainflow:BOARD[:PORT], lsl:NAME, file:PATH, "
                         "a .toml/.json source file, or none")
+    p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
+                   help="mvdt: a checkpoint folder (model.safetensors + config.json, e.g. from "
+                        "`yume world export`) instead of the shipped "
+                        "world/checkpoints/mvdt-sandbox")
+    p.add_argument("--start-image", type=Path, default=None, metavar="PATH",
+                   help="an image file (PNG, JPEG...; grayscale, RGBA and 16-bit are converted) "
+                        "the world starts from: mvdt starts from the picture itself, the "
+                        "sandbox colours scene --seed with the picture's dominant colours")
     p.add_argument("--decoder", type=Path, default=None,
                    help="decoder bundle from `yume train`: decoded brain signals steer the world "
                         "(the keyboard still overrides; Esc is the panic stop)")
@@ -61,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
                       source=args.source, decoder=args.decoder,
                       control_mode=args.control_mode, out=args.out,
                       headless=args.headless,
-                      realtime=not args.fast, max_seconds=args.max_seconds)
+                      realtime=not args.fast, max_seconds=args.max_seconds,
+                      checkpoint=args.checkpoint, start_image=args.start_image)
     headless = (not has_display()) if opts.headless is None else opts.headless
     if not headless:
         return run_window(opts)

@@ -48,7 +48,6 @@ def add_parser(sub) -> None:
             "stratified k-fold CV and a chronological split, print accuracy, balanced accuracy, "
             "Cohen's kappa, the confusion matrix and the Wolpaw ITR, write an HTML+JSON report "
             "and save the best pipeline as a decoder bundle for `yume run`."),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("recordings", nargs="+", type=Path, help="session folders or EEG files")
     p.add_argument("--paradigm", choices=("mi", "ssvep"), default=None,
@@ -60,10 +59,10 @@ def add_parser(sub) -> None:
     p.add_argument("--pipelines", type=_csv, default=None,
                    help="candidates (mi: csp_lda,fbcsp_lda,ts_lr,mdm; ssvep: cca,fbcca)")
     p.add_argument("--band", type=_band, default=None,
-                   help="pass band in Hz (default 8-30 for mi, 6-40 for ssvep)")
+                   help="pass band in Hz (default: 8-30 for mi, 6-40 for ssvep)")
     p.add_argument("--window", type=_window, default=(0.5, 2.5),
-                   help="window after the cue, TMIN:TMAX seconds")
-    p.add_argument("--channels", type=_csv, default=None, help="channels to use (default all EEG)")
+                   help="window after the cue, TMIN:TMAX seconds (default: 0.5:2.5)")
+    p.add_argument("--channels", type=_csv, default=None, help="channels to use (default: all EEG)")
     p.add_argument("--resample", type=float, default=None, help="resample to this rate (Hz)")
     p.add_argument("--folds", type=int, default=5, help="stratified CV folds")
     p.add_argument("--chrono-test", type=float, default=0.2,
@@ -75,7 +74,7 @@ def add_parser(sub) -> None:
     p.add_argument("--crops", type=lambda t: [float(v) for v in _csv(t)] if t != "none" else [],
                    default=[0.5, 1.0, 1.5],
                    help="extra training windows per trial, shifted by these seconds ('none': "
-                        "off); scoring always uses --window")
+                        "off); scoring always uses --window (default: 0.5,1.0,1.5)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: decoders/<first recording name>)")
     p.add_argument("--zip", action="store_true", help="write the bundle as a zip")

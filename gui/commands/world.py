@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
                    help='recommended sampler as JSON, e.g. \'{"name": "euler", "params": '
                         '{"num_steps": 4, "guidance_scale": 1.0}}\'')
     x.add_argument("--weights", choices=("ema", "raw"), default="ema",
-                   help="ship the EMA weights (default) or the last raw weights")
+                   help="weights to ship: the EMA weights or the last raw ones")
     x.set_defaults(func=run_export)
 
     i = ws.add_parser("idm", help="train the inverse-dynamics evaluator",
@@ -76,7 +76,7 @@ def add_parser(sub) -> None:
                    help="stop after M minutes even if --steps are not done")
     i.add_argument("--device", default="cpu",
                    help="torch device to train on (cpu, cuda); batches are drawn on the CPU")
-    i.add_argument("--threads", type=int, default=1)
+    i.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     i.add_argument("--width", type=int, default=24,
                    help="channels of the first strided layer (the CNN's width multiplier)")
     i.add_argument("--seed", type=int, default=0,
@@ -86,33 +86,35 @@ def add_parser(sub) -> None:
 
     s = ws.add_parser("distill", help="train the few-step student from a teacher checkpoint",
                       description="Distil the 50-step teacher into a few-step student.")
-    s.add_argument("--teacher", default=DEFAULT_CHECKPOINT)
-    s.add_argument("--data", default="runs/world/data/sandbox-64-train")
-    s.add_argument("--out", default="runs/world/student")
+    s.add_argument("--teacher", default=DEFAULT_CHECKPOINT, help="teacher checkpoint folder")
+    s.add_argument("--data", default="runs/world/data/sandbox-64-train",
+                   help="training clips; each teacher trajectory starts from one")
+    s.add_argument("--out", default="runs/world/student", help="output folder")
     s.add_argument("--student-steps", type=int, default=4, help="sampler steps of the student")
     s.add_argument("--teacher-steps", type=int, default=16, help="Euler steps of the teacher")
     s.add_argument("--teacher-guidance", type=float, default=3.0,
                    help="teacher's guidance scale (baked into the student)")
     s.add_argument("--trajectories", type=int, default=64, help="teacher trajectories recorded")
-    s.add_argument("--max-steps", type=int, default=500)
-    s.add_argument("--max-minutes", type=float, default=20.0)
-    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--max-steps", type=int, default=500, help="student training steps")
+    s.add_argument("--max-minutes", type=float, default=20.0,
+                   help="stop after this many minutes even if --max-steps are not done")
+    s.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     s.set_defaults(func=run_distill)
 
     e = ws.add_parser("eval", help="evaluate a checkpoint against the sandbox",
                       description="PSNR/SSIM per step vs repeat-last-frame, IDM action following, "
                                   "drift and speed on held-out scenes; prints a table, writes "
                                   "JSON, a PNG strip and a GIF.")
-    e.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    e.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="checkpoint folder")
     e.add_argument("--idm", default=None,
                    help="IDM folder (default: CHECKPOINT/idm when present)")
     e.add_argument("--also-idm", nargs="+", default=[], metavar="DIR",
                    help="more IDM folders that score the same rollouts (a second opinion, e.g. "
                         "on a model trained against an IDM critic)")
-    e.add_argument("--episodes", type=int, default=8)
-    e.add_argument("--horizon", type=int, default=16)
-    e.add_argument("--drift-chunks", type=int, default=64)
-    e.add_argument("--drift-episodes", type=int, default=2)
+    e.add_argument("--episodes", type=int, default=8, help="held-out scenes scored")
+    e.add_argument("--horizon", type=int, default=16, help="chunks per scored rollout")
+    e.add_argument("--drift-chunks", type=int, default=64, help="chunks per long drift rollout")
+    e.add_argument("--drift-episodes", type=int, default=2, help="long drift rollouts")
     e.add_argument("--sampler", default="euler", help="euler, tts-sde or aam")
     e.add_argument("--steps", type=int, default=4, help="sampler steps")
     e.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
@@ -126,8 +128,8 @@ def add_parser(sub) -> None:
     e.add_argument("--cache-blocks", type=int, default=0,
                    help="residual-cache this many least important blocks")
     e.add_argument("--cache-reuse", type=int, default=0, help="calls reusing a cached residual")
-    e.add_argument("--threads", type=int, default=2)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    e.add_argument("--seed", type=int, default=0, help="seed of scenes, actions and noise")
     e.add_argument("--speed", action="store_true", help="also time batch-1 generation")
     e.add_argument("--out", default="runs/world/eval", help="folder for eval.json and images")
     e.set_defaults(func=run_eval)

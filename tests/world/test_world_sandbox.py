@@ -260,9 +260,9 @@ def test_reset_from_image_is_deterministic_and_tinted():
 @pytest.mark.parametrize(
     "image",
     [
-        np.zeros((10, 10), np.uint8),
+        # Grayscale and float pictures are accepted now (world.images, shared with MVDT).
         np.zeros((10, 10, 2), np.uint8),
-        np.zeros((10, 10, 3), np.float32),
+        np.full((10, 10, 3), np.nan, np.float32),
         np.zeros((0, 10, 3), np.uint8),
         "picture.png",
         [[1, 2, 3]],

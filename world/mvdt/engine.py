@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from control.actions import IDLE, Action, ActionError, parse_action
 from control.motion import CameraState, MotionStep, apply_action
 from world.base import Chunk, WorldEngine, WorldError, check_resolution
+from world.images import fit_image as prepare_image  # the name this package always exported
 from world.mvdt.cache import ResidualCache
 from world.mvdt.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from world.mvdt.memory import HistoryBuffer, history_token_count
@@ -49,81 +50,6 @@ def read_sampler_spec(ckpt_dir: str | Path | None) -> tuple[str, dict[str, Any],
             raise WorldError(f"{path} is not a valid sampler file ({err}); fix or delete "
                              "it.") from err
     return "euler", {}, "null"
-
-
-def _to_rgb_array(image: Any) -> np.ndarray:
-    """Any supported image input as an (H, W, 3) uint8 array (no resizing)."""
-    if isinstance(image, (str, Path)):
-        try:
-            with Image.open(image) as im:
-                im.load()
-                image = im.copy()
-        except (OSError, UnidentifiedImageError) as err:
-            raise WorldError(f"Cannot read an image from {image} ({err}); pass a PNG/JPEG file "
-                             "or an RGB array.") from err
-    if isinstance(image, Image.Image):
-        if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-            arr = np.asarray(image, dtype=np.float64)
-            top = 65535.0 if image.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-            if image.mode == "F":
-                top = 1.0 if arr.max() <= 1.0 else 255.0
-            image = np.clip(arr / top * 255.0, 0, 255).round().astype(np.uint8)
-        else:
-            image = np.asarray(image.convert("RGB"))
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    if not isinstance(image, np.ndarray):
-        raise WorldError(f"An image must be a file path, a PIL image or an (H, W, 3) array, not "
-                         f"{type(image).__name__}.")
-    arr = image
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 2:
-        arr = np.stack([arr] * 3, axis=-1)
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        raise WorldError(f"An image array must have shape (H, W), (H, W, 3) or (H, W, 4), got "
-                         f"{arr.shape}; channel-first arrays need a transpose to (H, W, C).")
-    arr = arr[..., :3]
-    if arr.shape[0] < 2 or arr.shape[1] < 2:
-        raise WorldError(f"An image of {arr.shape[0]}x{arr.shape[1]} pixels is too small; "
-                         "pass at least 2x2 pixels.")
-    if arr.dtype == np.uint8:
-        return np.ascontiguousarray(arr)
-    if arr.dtype == np.bool_:
-        return arr.astype(np.uint8) * 255
-    if arr.dtype.kind in "iu":
-        # uint16 is 16-bit data; other wide ints are 8-bit values unless they exceed 255.
-        top = 65535.0 if arr.dtype == np.uint16 or arr.max() > 255 else 255.0
-        return np.clip(arr.astype(np.float64) / top * 255.0, 0, 255).round().astype(np.uint8)
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all():
-            raise WorldError("The image contains NaN or infinite values; pass finite pixel values.")
-        scale = 255.0 if arr.max() <= 1.0 else 1.0
-        return np.clip(arr * scale, 0, 255).round().astype(np.uint8)
-    raise WorldError(f"Image pixels of type {arr.dtype} are not supported; use uint8, uint16 or "
-                     "float in [0, 1].")
-
-
-def prepare_image(image: Any, height: int, width: int) -> np.ndarray:
-    """Centre-crop to the target aspect ratio and resize to (height, width); uint8 RGB.
-
-    Accepts a path, a PIL image of any mode (L, RGBA, P, I;16 ...) or a uint8/uint16/float/bool
-    array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of any (odd) size.
-    """
-    arr = _to_rgb_array(image)
-    h, w = arr.shape[:2]
-    target = width / height
-    if w / h > target:  # too wide: crop columns
-        cw = max(1, round(h * target))
-        x0 = (w - cw) // 2
-        arr = arr[:, x0:x0 + cw]
-    elif w / h < target:
-        ch = max(1, round(w / target))
-        y0 = (h - ch) // 2
-        arr = arr[y0:y0 + ch]
-    if arr.shape[:2] != (height, width):
-        arr = np.asarray(Image.fromarray(arr).resize((width, height), Image.Resampling.BICUBIC))
-    return np.array(arr, dtype=np.uint8, copy=True)  # writable and contiguous
 
 
 def _seed_image(seed: int, height: int, width: int) -> np.ndarray:
@@ -228,7 +154,7 @@ class MVDTWorld(WorldEngine):
             if not (ckpt_dir / "model.safetensors").is_file():
                 raise WorldError(
                     f"No trained MVDT checkpoint at {ckpt_dir}; train one with `yume world train` "
-                    "(or pass checkpoint=PATH to a folder with model.safetensors and config.json)."
+                    "or pass a folder that holds model.safetensors and config.json."
                 )
             model = load_checkpoint(ckpt_dir, device=device)
         self.model = model.eval()
