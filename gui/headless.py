@@ -23,6 +23,7 @@ from tqdm import tqdm
 from bci.acquisition import Acquisition
 from bci.eventlog import EventLog
 from bci.health import SourceWatch
+from bci.quality_watch import QualityWatch
 from control.actions import Action, parse_action
 from world.base import WorldEngine
 
@@ -146,7 +147,8 @@ def run_headless(engine: WorldEngine, out_dir: str | Path,
     gen_seconds = 0.0
     collisions = 0
     bar = tqdm(total=total, desc="headless route", unit="frame", disable=not progress)
-    watch = SourceWatch(acquisition) if acquisition is not None else None
+    watches = ([SourceWatch(acquisition), QualityWatch(acquisition.buffer, acquisition.info)]
+               if acquisition is not None else [])
     for action, seconds in steps:
         n_frames = int(round(seconds * engine.frame_rate))
         log.log("action", action=str(action), index=action.index, origin="route")
@@ -164,8 +166,9 @@ def run_headless(engine: WorldEngine, out_dir: str | Path,
                         action=str(action), position=pose[:3, 3].round(4).tolist())
             produced += len(chunk)
             bar.update(len(chunk))
-            for kind, fields in watch.poll(local_clock()) if watch is not None else ():
-                log.log(kind, source=acquisition.info.name, **fields)
+            for watch in watches:
+                for kind, fields in watch.poll(local_clock()):
+                    log.log(kind, source=acquisition.info.name, **fields)
             if realtime:
                 due = t_start + len(frames) / engine.frame_rate
                 time.sleep(max(0.0, due - time.perf_counter()))

@@ -18,6 +18,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 from bci.acquisition import Acquisition
 from bci.eventlog import EventLog
 from bci.health import SourceWatch
+from bci.quality_watch import QualityWatch
 from bci.stream import SourceState
 from control.actions import Action
 from control.keyboard import KeyboardMap
@@ -133,6 +134,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.banner.setWordWrap(True)
         self.banner.hide()
         self.source_watch = SourceWatch(acquisition) if acquisition is not None else None
+        self.quality_watch = (QualityWatch(acquisition.buffer, acquisition.info)
+                              if acquisition is not None else None)
         self._lost_clock = ""  # when the loss was first seen, on the wall clock, for the banner
         # Middle column: traces above, the action and record controls below. Every panel sits
         # in a column of its own rather than a scroll area, so all controls show at 1280x720.
@@ -405,6 +408,12 @@ class MainWindow(QtWidgets.QMainWindow):
             if self.log is not None:
                 self.log.log(kind, source=acq.info.name, **fields)
         lost = self.source_watch.lost_since is not None
+        if not lost:  # judging the frozen last seconds of a lost stream would mislead
+            for kind, fields in self.quality_watch.poll(now):
+                if self.log is not None:
+                    self.log.log(kind, source=acq.info.name, **fields)
+            if self.traces is not None:
+                self.traces.set_quality(self.quality_watch.report)
         if lost and not was_lost:
             self._lost_clock = time.strftime("%H:%M:%S")
         text, colour = "", "#b71c1c"  # red: the signal is missing now

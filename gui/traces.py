@@ -11,6 +11,8 @@ from bci.stream import StreamInfo
 
 SCALES_UV = (10, 20, 50, 100, 200, 500, 1000, 5000)
 LOST_PEN = pg.mkPen("#b0b0b0", width=1)  # every channel one grey: nothing here is live
+# Traffic lights beside the channel names (bci.quality statuses).
+LIGHTS = {"good": "#2e7d32", "warn": "#f9a825", "bad": "#c62828"}
 
 
 class TracesWidget(QtWidgets.QWidget):
@@ -69,6 +71,12 @@ class TracesWidget(QtWidgets.QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(bar)
         layout.addWidget(self.plot, 1)
+        self.quality_label = QtWidgets.QLabel("signal quality: measuring…")
+        self.quality_label.setWordWrap(True)
+        layout.addWidget(self.quality_label)
+        # One light per channel at the left edge of the traces, in data coordinates.
+        self.lights: dict[str, pg.TextItem] = {}
+        self.quality = None
         self.pens = [pg.mkPen(pg.intColor(i, hues=max(info.n_channels, 8), maxValue=180),
                               width=1) for i in range(info.n_channels)]
         self.curves = [self.plot.plot(pen=p) for p in self.pens]
@@ -86,6 +94,35 @@ class TracesWidget(QtWidgets.QWidget):
         ticks = [((n - 1 - i) * self.spacing, name) for i, name in enumerate(self.info.ch_names)]
         self.plot.getAxis("left").setTicks([ticks, []])
         self.plot.setYRange(-self.spacing, n * self.spacing, padding=0)
+        self._place_lights()
+
+    def _place_lights(self) -> None:
+        for i, name in enumerate(self.info.ch_names):
+            if name in self.lights:
+                self.lights[name].setPos(-self.seconds, (self.info.n_channels - 1 - i)
+                                         * self.spacing)
+
+    def set_quality(self, report) -> None:
+        """Show a :class:`bci.quality.QualityReport`: a light per channel, a summary line.
+
+        The line lists what is wrong with which channel (flat, railing, line noise, high
+        variance, gaps), so a technician knows which electrode to fix.
+        """
+        if report is None or report is self.quality:
+            return
+        self.quality = report
+        for ch in report.channels:
+            light = self.lights.get(ch.name)
+            if light is None:
+                light = self.lights[ch.name] = pg.TextItem(anchor=(0, 0.5))
+                self.plot.addItem(light)
+            why = f" {', '.join(ch.reasons)}" if ch.reasons else ""
+            light.setHtml(f'<span style="color:{LIGHTS[ch.status]};font-size:11pt">●</span>'
+                          f'<span style="color:{LIGHTS[ch.status]}">{why}</span>')
+        self._place_lights()
+        worst = LIGHTS[report.worst]
+        self.quality_label.setText(f'<span style="color:{worst}">●</span> signal quality: '
+                                   f"{report.summary()}")
 
     def set_greyed(self, greyed: bool) -> None:
         """Draw every channel grey while the signal is not live (source lost or ended), so the
@@ -118,4 +155,6 @@ class TracesWidget(QtWidgets.QWidget):
         for curve, row, off in zip(self.curves, centred, offsets, strict=True):
             curve.setData(t, row + off)
         self.plot.setXRange(-self.seconds, 0, padding=0)
+        if self.lights and next(iter(self.lights.values())).pos().x() != -self.seconds:
+            self._place_lights()  # the time window changed
         return n
