@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from brainflow.board_shim import BoardIds, BoardShim, BrainFlowError, BrainFlowInputParams
 from pylsl import local_clock
 
+from bci.quality import board_impedance, board_reports_impedance
 from bci.stream import AcquisitionError, Source, SourceState, StreamInfo
 
 logger = logging.getLogger(__name__)
@@ -137,6 +139,8 @@ class BrainFlowSource(Source):
         self._rows = rows
         self._ts_row = descr["timestamp_channel"]
         self._board: BoardShim | None = None
+        self._reports_impedance = board_reports_impedance(self.board_id)
+        self._latest: np.ndarray | None = None
         self._offset = 0.0
         self.info = StreamInfo(
             name=f"BrainFlow {descr.get('name', self.board_id)}",
@@ -219,7 +223,19 @@ class BrainFlowSource(Source):
         except BrainFlowError as err:
             self.state = SourceState.FAILED
             raise AcquisitionError(f"Lost {self.info.name}: {err}") from err
+        if self._reports_impedance and raw.shape[1]:
+            self._latest = raw  # the resistance rows travel with the samples
         return raw[self._rows].astype(np.float32), raw[self._ts_row] - self._offset
+
+    def impedance(self) -> Mapping[str, float] | None:
+        """Electrode impedances (kΩ) from the latest samples, where the board reports them.
+
+        None for boards without resistance channels (Cyton, most others) and before the first
+        samples; see :func:`bci.quality.board_impedance` for which boards do.
+        """
+        if not self._reports_impedance or self._latest is None:
+            return None
+        return board_impedance(self.board_id, self._latest)
 
     def insert_marker(self, value: float) -> None:
         """Write a numeric marker into the board's marker row (BrainFlow's own event channel)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -45,6 +46,9 @@ class QualityWatch:
         The artifact index (defaults otherwise); None disables it when ``artifact=False``.
     artifact : bool
         Compute the artifact index at all.
+    impedance : callable or None
+        Returns electrode impedances in kΩ (e.g. a BrainFlow source's ``impedance``), or None
+        where the board reports none; read at each check.
 
     Attributes
     ----------
@@ -52,12 +56,15 @@ class QualityWatch:
         The latest traffic lights.
     artifact_z : float or None
         The latest artifact z-score (None until the index is fitted).
+    impedance_kohm : dict or None
+        The latest impedances.
     """
 
     def __init__(self, buffer: RingBuffer, info: StreamInfo, window_s: float = 4.0,
                  check_every_s: float = 2.0, calibration_s: float = 30.0,
                  quality: SignalQuality | None = None,
-                 artifacts: ArtifactMonitor | None = None, artifact: bool = True) -> None:
+                 artifacts: ArtifactMonitor | None = None, artifact: bool = True,
+                 impedance: Callable[[], Mapping[str, float] | None] | None = None) -> None:
         self.buffer, self.info = buffer, info
         self.window_s, self.check_every_s = float(window_s), float(check_every_s)
         self.calibration_s = float(calibration_s)
@@ -68,6 +75,8 @@ class QualityWatch:
         self.names = [info.ch_names[i] for i in self.picks]
         self.report: QualityReport | None = None
         self.artifact_z: float | None = None
+        self.impedance = impedance
+        self.impedance_kohm: dict[str, float] | None = None
         self._last_check = -np.inf
         self._last_score = -np.inf
         self._fitting: threading.Thread | None = None
@@ -85,8 +94,9 @@ class QualityWatch:
     def poll(self, now: float) -> list[tuple[str, dict]]:
         """Check when due (``now``: any clock in seconds); log entries ``(kind, fields)``.
 
-        ``signal_quality`` when a channel's light changes (the whole report), and
-        ``artifact_index`` once a second once the index is fitted (z-score, flagged or not).
+        ``signal_quality`` when a channel's light changes (the whole report), ``impedance``
+        when the impedances change (0.1 kΩ steps), and ``artifact_index`` once a second once
+        the index is fitted (z-score, flagged or not).
         """
         if not self.enabled:
             return []
@@ -95,6 +105,11 @@ class QualityWatch:
         if now - self._last_check >= self.check_every_s and len(self.buffer) >= sfreq:
             self._last_check = now
             self.report = self.quality.check(self._latest(self.window_s), sfreq, self.names)
+            imp = self.impedance() if self.impedance is not None else None
+            imp = {k: round(float(v), 1) for k, v in imp.items()} if imp else None
+            if imp != self.impedance_kohm:
+                self.impedance_kohm = imp
+                out.append(("impedance", {"kohm": imp}))
             if self.report.status != self._status:
                 self._status = dict(self.report.status)
                 out.append(("signal_quality", {"summary": self.report.summary(),

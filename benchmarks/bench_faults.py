@@ -396,10 +396,42 @@ def signal_record(tmp: Path, sig: int) -> Fault:
     )
 
 
+def signal_command(tmp: Path, sig: int, name: str, args: list[str], wait_for: str) -> Fault:
+    """A long-running ``yume`` command killed with ``sig`` once ``wait_for`` (a glob) exists."""
+    out = tmp / f"cmd{sig}"
+    proc = subprocess.Popen(_yume(*args, "--out", str(out)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not any(out.glob(wait_for)):
+        time.sleep(0.1)
+    time.sleep(2.0)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=90)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    sessions = [p.parent for p in out.rglob("session.json")]
+    status = [json.loads(p.joinpath("session.json").read_text())["status"] for p in sessions]
+    kind = {signal.SIGKILL: "kill -9", signal.SIGTERM: "SIGTERM"}[sig]
+    last = (stderr.strip().splitlines() or [""])[-1][:120]
+    return Fault(
+        f"{kind} of `{name}`", f"exit {proc.returncode}; last line: {last!r}",
+        f"{len(files)} files; recordings: {status or 'none'}", 0, None,
+        {"returncode": proc.returncode, "files": files, "status": status},
+    )
+
+
 SCENARIOS = [outlet_restart, rate_change, channel_change, nonfinite_samples, clock_jump,
              huge_chunk, garbage_markers, disk_full,
              lambda tmp: signal_record(tmp, signal.SIGKILL),
              lambda tmp: signal_record(tmp, signal.SIGTERM)]
+CALIBRATE = ["calibrate", "--headless", "--speed", "1", "--trials", "10"]
+RUN = ["run", "--headless"]
+SCENARIOS += [
+    lambda tmp, sig=sig, cmd=cmd, name=name, wait=wait: signal_command(tmp, sig, name, cmd, wait)
+    for name, cmd, wait in (("yume calibrate --headless", CALIBRATE, "*/raw/timestamps.f64"),
+                            ("yume run --headless", RUN, "*/session.jsonl"))
+    for sig in (signal.SIGKILL, signal.SIGTERM)]
 
 
 def main() -> None:

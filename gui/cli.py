@@ -11,7 +11,9 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -68,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (kill, a session manager, logging out) stops every command the way Ctrl+C
+        # does, so each closes and keeps what it was writing; the window and `yume record`
+        # install their own handlers for the same end.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -149,30 +149,38 @@ def run_headless(engine: WorldEngine, out_dir: str | Path,
     bar = tqdm(total=total, desc="headless route", unit="frame", disable=not progress)
     watches = ([SourceWatch(acquisition), QualityWatch(acquisition.buffer, acquisition.info)]
                if acquisition is not None else [])
-    for action, seconds in steps:
-        n_frames = int(round(seconds * engine.frame_rate))
-        log.log("action", action=str(action), index=action.index, origin="route")
-        produced = 0
-        while produced < n_frames:
-            t0 = time.perf_counter()
-            chunk = engine.step(action)
-            gen_seconds += time.perf_counter() - t0
-            collisions += int(bool(chunk.info.get("collided", False)))
-            for i in range(len(chunk)):
-                frames.append(chunk.frames[i])
-                labels.append(str(action))
-                pose = chunk.poses[i]
-                log.log("frame", index=len(frames) - 1, world_time=float(chunk.timestamps[i]),
-                        action=str(action), position=pose[:3, 3].round(4).tolist())
-            produced += len(chunk)
-            bar.update(len(chunk))
-            for watch in watches:
-                for kind, fields in watch.poll(local_clock()):
-                    log.log(kind, source=acquisition.info.name, **fields)
-            if realtime:
-                due = t_start + len(frames) / engine.frame_rate
-                time.sleep(max(0.0, due - time.perf_counter()))
+    interrupted = False
+    try:
+        for action, seconds in steps:
+            n_frames = int(round(seconds * engine.frame_rate))
+            log.log("action", action=str(action), index=action.index, origin="route")
+            produced = 0
+            while produced < n_frames:
+                t0 = time.perf_counter()
+                chunk = engine.step(action)
+                gen_seconds += time.perf_counter() - t0
+                collisions += int(bool(chunk.info.get("collided", False)))
+                for i in range(len(chunk)):
+                    frames.append(chunk.frames[i])
+                    labels.append(str(action))
+                    pose = chunk.poses[i]
+                    log.log("frame", index=len(frames) - 1, world_time=float(chunk.timestamps[i]),
+                            action=str(action), position=pose[:3, 3].round(4).tolist())
+                produced += len(chunk)
+                bar.update(len(chunk))
+                for watch in watches:
+                    for kind, fields in watch.poll(local_clock()):
+                        log.log(kind, source=acquisition.info.name, **fields)
+                if realtime:
+                    due = t_start + len(frames) / engine.frame_rate
+                    time.sleep(max(0.0, due - time.perf_counter()))
+    except KeyboardInterrupt:  # Ctrl+C or SIGTERM: the outputs of what ran are still written
+        interrupted = True
+        log.log("run_interrupted", frames=len(frames))
     bar.close()
+    if not frames:  # stopped before the first frame: nothing to write but the log
+        log.close()
+        raise KeyboardInterrupt
     wall = time.perf_counter() - t_start
 
     animation = folder / "route.gif"
@@ -186,6 +194,7 @@ def run_headless(engine: WorldEngine, out_dir: str | Path,
         "world": engine.name, "frames": len(frames), "wall_seconds": round(wall, 3),
         "generation_fps": round(len(frames) / max(gen_seconds, 1e-9), 1),
         "collisions": collisions, "resolution": [engine.height, engine.width],
+        "interrupted": interrupted,
     }
     if acquisition is not None:
         data, ts = acquisition.buffer.latest()

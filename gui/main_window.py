@@ -134,8 +134,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.banner.setWordWrap(True)
         self.banner.hide()
         self.source_watch = SourceWatch(acquisition) if acquisition is not None else None
-        self.quality_watch = (QualityWatch(acquisition.buffer, acquisition.info)
-                              if acquisition is not None else None)
+        self.quality_watch = (
+            QualityWatch(acquisition.buffer, acquisition.info,
+                         impedance=getattr(acquisition.source, "impedance", None))
+            if acquisition is not None else None)
         self._lost_clock = ""  # when the loss was first seen, on the wall clock, for the banner
         # Middle column: traces above, the action and record controls below. Every panel sits
         # in a column of its own rather than a scroll area, so all controls show at 1280x720.
@@ -413,7 +415,8 @@ class MainWindow(QtWidgets.QMainWindow):
                 if self.log is not None:
                     self.log.log(kind, source=acq.info.name, **fields)
             if self.traces is not None:
-                self.traces.set_quality(self.quality_watch.report)
+                self.traces.set_quality(self.quality_watch.report,
+                                        self.quality_watch.impedance_kohm)
         if lost and not was_lost:
             self._lost_clock = time.strftime("%H:%M:%S")
         text, colour = "", "#b71c1c"  # red: the signal is missing now

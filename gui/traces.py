@@ -102,11 +102,12 @@ class TracesWidget(QtWidgets.QWidget):
                 self.lights[name].setPos(-self.seconds, (self.info.n_channels - 1 - i)
                                          * self.spacing)
 
-    def set_quality(self, report) -> None:
+    def set_quality(self, report, impedance_kohm: dict | None = None) -> None:
         """Show a :class:`bci.quality.QualityReport`: a light per channel, a summary line.
 
         The line lists what is wrong with which channel (flat, railing, line noise, high
-        variance, gaps), so a technician knows which electrode to fix.
+        variance, gaps), so a technician knows which electrode to fix, and the electrode
+        impedances where the board reports them.
         """
         if report is None or report is self.quality:
             return
@@ -121,8 +122,10 @@ class TracesWidget(QtWidgets.QWidget):
                           f'<span style="color:{LIGHTS[ch.status]}">{why}</span>')
         self._place_lights()
         worst = LIGHTS[report.worst]
+        imp = ("; impedance " + ", ".join(f"{k} {v:g} kΩ" for k, v in impedance_kohm.items())
+               if impedance_kohm else "")
         self.quality_label.setText(f'<span style="color:{worst}">●</span> signal quality: '
-                                   f"{report.summary()}")
+                                   f"{report.summary()}{imp}")
 
     def set_greyed(self, greyed: bool) -> None:
         """Draw every channel grey while the signal is not live (source lost or ended), so the

@@ -85,4 +85,7 @@ def run(args: argparse.Namespace) -> int:
     if result.signals:
         print(f"  signals:       {result.signals}")
     print(f"  session log:   {result.log}")
+    if s.get("interrupted"):
+        print("  (interrupted: the outputs hold the route up to the stop)")
+        return 130
     return 0

@@ -66,3 +66,25 @@ def test_yume_record_killed_keeps_its_samples(tmp_path, sig):
     assert seconds > 2.5
     if sig == signal.SIGTERM:  # ends like Ctrl+C: the BIDS copy is written
         assert row.details["status"] == "finished" and row.details["returncode"] == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_yume_calibrate_killed_keeps_its_recording(tmp_path, sig):
+    from bci.session_files import recover_session
+
+    row = faults.signal_command(tmp_path, sig, "yume calibrate", faults.CALIBRATE,
+                                "*/raw/timestamps.f64")
+    if sig == signal.SIGTERM:  # stops like Ctrl+C: the BIDS copy is written
+        assert row.details["status"] == ["finished"]
+    else:  # nothing could run: the raw files are there for --recover
+        assert row.details["status"] == ["recording"]
+        folder = next((tmp_path / f"cmd{sig}").iterdir())
+        assert recover_session(folder).fpath.exists()
+
+
+def test_yume_run_headless_sigterm_writes_its_outputs(tmp_path):
+    row = faults.signal_command(tmp_path, signal.SIGTERM, "yume run --headless", faults.RUN,
+                                "*/session.jsonl")
+    names = {f.split("/")[-1] for f in row.details["files"]}
+    assert row.details["returncode"] == 130
+    assert {"route.gif", "contact_sheet.png", "summary.json", "session.jsonl"} <= names

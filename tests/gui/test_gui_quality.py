@@ -38,3 +38,20 @@ def test_window_lights_a_dead_channel_red_and_logs_it(qapp, tmp_path, pump, dead
     logged = [e for e in read_event_log(window.session_folder / "session.jsonl")
               if e["kind"] == "signal_quality"]
     assert logged and "Cz flat" in logged[0]["summary"]
+
+
+def test_window_shows_and_logs_impedance_where_the_board_reports_it(qapp, tmp_path, pump):
+    # BrainFlow's synthetic board has resistance channels (as Ganglion and ANT amplifiers do).
+    window = build_window(RunOptions(resolution=(64, 64), source="synthetic", out=tmp_path))
+    window.show()
+    window.start()
+    try:
+        assert pump(8.0, until=lambda: window.quality_watch.impedance_kohm is not None)
+        assert pump(3.0, until=lambda: "kΩ" in window.traces.quality_label.text())
+        kohm = window.quality_watch.impedance_kohm
+        assert kohm and all(v > 0 for v in kohm.values())
+    finally:
+        window.close()
+    logged = [e for e in read_event_log(window.session_folder / "session.jsonl")
+              if e["kind"] == "impedance"]
+    assert logged and set(logged[0]["kohm"]) == set(kohm)
