@@ -1,0 +1,163 @@
+"""Pseudo-online evaluation: the scorer, the live path, the operating point, bad input, and
+`yume evaluate` on the real PhysioNet runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mne
+import numpy as np
+import pandas as pd
+import pytest
+
+from bci.simulated import simulate_run
+from calibration.async_training import (
+    AsyncConfig,
+    choose_operating_point,
+    fit_bundle,
+    score_grid,
+    sliding_windows,
+    train_async,
+)
+from calibration.dataset import DatasetError, Recording
+from calibration.pseudo_online import (
+    Command,
+    OperatingPoint,
+    decode_recording,
+    play_recording,
+    replay_policy,
+    score_commands,
+)
+from control.bundle import BundleError
+from control.online import DecoderError
+
+CUE_S, REST_S = 4.0, 4.0
+
+
+def _cued_run(n_cues: int, seed: int) -> tuple[np.ndarray, object, pd.DataFrame]:
+    """Rest and left/right cues alternating, PhysioNet-style, from one simulated person."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(["left_hand", "right_hand"] * (n_cues // 2))
+    rows, cues, t = [], [], 0.0
+    for label in labels:
+        rows.append((t, REST_S, "rest"))
+        cues.append((t + REST_S, CUE_S, str(label)))
+        rows.append(cues[-1])
+        t += REST_S + CUE_S
+    rows.append((t, REST_S, "rest"))
+    data, info, _ = simulate_run(cues, t + REST_S, seed=seed)
+    return data, info, pd.DataFrame(rows, columns=["onset", "duration", "description"])
+
+
+def _recording(data, info, events, name: str) -> Recording:
+    raw = mne.io.RawArray(data * 1e-6, mne.create_info(list(info.ch_names), info.sfreq,
+                                                       list(info.ch_types)), verbose="error")
+    return Recording(raw, events.reset_index(drop=True), Path(name))
+
+
+@pytest.fixture(scope="module")
+def runs() -> list[Recording]:
+    """Three consecutive runs of one simulated person (one session cut in three)."""
+    data, info, events = _cued_run(48, seed=5)
+    n = data.shape[1] // 3
+    out = []
+    for i in range(3):
+        t0, t1 = i * n / info.sfreq, (i + 1) * n / info.sfreq
+        ev = events[(events["onset"] >= t0) & (events["onset"] + events["duration"] <= t1)]
+        out.append(_recording(data[:, i * n:(i + 1) * n], info,
+                              ev.assign(onset=ev["onset"] - t0), f"sim-run{i + 1}"))
+    return out
+
+
+def test_scorer_gives_the_known_answer():
+    events = pd.DataFrame([(0, 4, "rest"), (4, 4, "left_hand"), (8, 4, "rest"),
+                           (12, 4, "right_hand"), (16, 4, "rest"), (20, 4, "left_hand"),
+                           (24, 4, "rest")], columns=["onset", "duration", "description"])
+    commands = [Command(5.0, "left_hand"),    # cue 1: hit after 1 s
+                Command(8.5, "left_hand"),    # rest, but within the grace second: not counted
+                Command(10.0, "right_hand"),  # rest: a false activation
+                Command(13.0, "left_hand"),   # cue 2: wrong first command...
+                Command(14.0, "right_hand"),  # ...and the right one after it does not count
+                Command(26.5, "right_hand")]  # rest: a false activation; cue 3 had none
+    s = score_commands(commands, events, ["left_hand", "right_hand"], 28.0)
+    assert [c.outcome for c in s.cues] == ["hit", "wrong", "miss"]
+    assert s.cues[0].latency_s == pytest.approx(1.0)
+    assert s.n_false == 2 and s.rest_s == pytest.approx(4 * 3.0)
+    assert s.fa_per_min == pytest.approx(2 / (12 / 60))
+    assert (s.hit_rate, s.wrong_rate, s.miss_rate) == pytest.approx((1 / 3, 1 / 3, 1 / 3))
+    assert s.itr_bits_per_min == 0.0  # 1 right command in 6: below chance
+
+
+def test_live_path_and_replay_agree(runs):
+    cfg = AsyncConfig(pipelines=("ts_lr",))
+    X, y, _, ch, sfreq = sliding_windows(runs[:2], cfg)
+    bundle = fit_bundle("ts_lr", X, y, ch, sfreq, cfg)
+    point = OperatingPoint(threshold=0.6, dwell_s=0.5)
+    live = play_recording(bundle, runs[2], point)
+    assert live and live == replay_policy(decode_recording(bundle, runs[2]), bundle, point)
+
+
+def test_operating_point_meets_its_target_on_held_out_simulated_data(runs):
+    cfg = AsyncConfig(pipelines=("csp_lda", "ts_lr"), target_fa_per_min=1.0)
+    result = train_async(runs[:2], cfg, progress=False)
+    assert result.meets_target and result.chosen.fa_per_min <= 1.0
+    assert "rest" in result.bundle.classes
+    assert result.bundle.figures["operating_point"]["threshold"] == result.chosen.point.threshold
+    held_out = score_grid(result.bundle, runs[2], cfg, [result.chosen.point])
+    s = held_out[result.chosen.point]
+    assert s.fa_per_min <= cfg.target_fa_per_min and s.hit_rate >= 0.5, s.to_dict()
+
+
+def test_choice_rule_is_stated_and_falls_back_to_the_fewest_false_activations(runs):
+    from calibration.async_training import CurvePoint
+
+    def point(t, hit, wrong, fa):
+        return CurvePoint(OperatingPoint(threshold=t), hit, wrong, fa, 10, 1.0)
+
+    pts = [point(0.5, 0.9, 0.1, 3.0), point(0.6, 0.7, 0.1, 1.0), point(0.7, 0.7, 0.0, 0.5)]
+    best, ok = choose_operating_point(pts, 1.0)
+    assert ok and best.point.threshold == 0.7  # same hits, fewer wrong
+    best, ok = choose_operating_point(pts, 0.1)
+    assert not ok and best.point.threshold == 0.7  # none meets 0.1/min: the fewest
+
+
+def test_bad_test_recordings_get_one_sentence(runs):
+    cfg = AsyncConfig(pipelines=("ts_lr",))
+    X, y, _, ch, sfreq = sliding_windows(runs[:2], cfg)
+    bundle = fit_bundle("ts_lr", X, y, ch, sfreq, cfg)
+    rec = runs[2]
+    other_rate = Recording(rec.raw.copy().resample(200.0, verbose="error"), rec.events, rec.path)
+    with pytest.raises(DecoderError, match="Hz"):
+        decode_recording(bundle, other_rate)
+    other_cap = Recording(rec.raw.copy().pick(rec.raw.ch_names[:4]), rec.events, rec.path)
+    with pytest.raises((BundleError, DecoderError), match="lacks"):
+        decode_recording(bundle, other_cap)
+    point = OperatingPoint()
+    for events, said in ((rec.events[rec.events["description"] == "rest"], "no cue"),
+                         (rec.events[rec.events["description"] != "rest"], "no rest")):
+        with pytest.raises(DatasetError, match=said):
+            score_grid(bundle, Recording(rec.raw, events, rec.path), cfg, [point])
+
+
+@pytest.mark.slow
+def test_yume_evaluate_on_real_eeg(physionet_dir, tmp_path, capsys):
+    from gui.cli import main
+
+    code = main(["evaluate", "--train", str(physionet_dir / "S001R04.edf"), "--test",
+                 str(physionet_dir / "S001R08.edf"), "--pipelines", "ts_lr", "--out",
+                 str(tmp_path), "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "reference_ts_lr" in printed and "asynchronous" in printed
+    result = json.loads((tmp_path / "evaluation.json").read_text())
+    ref = result["offline"]["reference_ts_lr"]
+    assert ref["n"] == 15 and ref["ci95"][0] < ref["accuracy"] < ref["ci95"][1]
+    for block in ("cue_locked", "asynchronous"):
+        s = result[block]["score"]
+        assert s["n_cues"] == 15 and 0.7 < s["rest_minutes"] < 0.9
+        assert s["hits"] + s["wrong"] + s["misses"] == 15
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+    # The same recording on both sides is refused.
+    same = str(physionet_dir / "S001R04.edf")
+    assert main(["evaluate", "--train", same, "--test", same, "--out", str(tmp_path)]) == 2
