@@ -8,7 +8,7 @@ turns the live buffer into policy outputs. The window ticks it from a timer on t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bci.acquisition import Acquisition
@@ -125,7 +125,11 @@ def decoder_control(bundle_path: str | Path, acquisition: Acquisition,
     bundle = load_bundle(bundle_path)
     decoder = OnlineDecoder.from_bundle(bundle)
     decoder.bind(acquisition.info)
-    policy = ControlPolicy(bundle.classes, bundle.actions, config or PolicyConfig(),
-                           step_s=bundle.step_s)
+    config = config or PolicyConfig()
+    point = bundle.figures.get("operating_point")
+    if point:  # chosen pseudo-online for a false-activation target (`yume train --asynchronous`)
+        config = replace(config, threshold=point["threshold"], dwell_s=point["dwell_s"],
+                         tau_s=point["tau_s"], refractory_s=point["refractory_s"])
+    policy = ControlPolicy(bundle.classes, bundle.actions, config, step_s=bundle.step_s)
     outlet = ProbabilityOutlet(bundle.classes, name="yume-probabilities") if publish else None
     return OnlineControl(decoder, policy, outlet=outlet)

@@ -77,6 +77,15 @@ def add_parser(sub) -> None:
                         "off); scoring always uses --window (default: 0.5,1.0,1.5)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: decoders/<first recording name>)")
+    p.add_argument("--asynchronous", action="store_true",
+                   help="train for asynchronous control: sliding windows across cues and rest "
+                        "periods, rest as a class, and the operating point (threshold, dwell) "
+                        "that meets --target-fa with the most hits, chosen by pseudo-online "
+                        "cross-validation over the recordings; the bundle carries it and "
+                        "`yume run` uses it")
+    p.add_argument("--rest", default="rest", help="--asynchronous: label of the rest periods")
+    p.add_argument("--target-fa", type=float, default=1.0,
+                   help="--asynchronous: most false activations per minute of rest")
     p.add_argument("--zip", action="store_true", help="write the bundle as a zip")
     p.add_argument("--no-report", action="store_true", help="skip the HTML/JSON report")
     p.set_defaults(func=run)
@@ -99,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     from calibration.training import TrainingConfig, train_decoder
     from control.bundle import save_bundle
 
+    if args.asynchronous:
+        return _run_asynchronous(args)
     paradigm = args.paradigm or _paradigm_of(args.recordings[0]) or "mi"
     config = TrainingConfig(
         paradigm=paradigm, classes=args.classes, band=args.band, tmin=args.window[0],
@@ -127,4 +138,44 @@ def run(args: argparse.Namespace) -> int:
     print(f"decoder bundle: {bundle_path}")
     if not args.no_report:
         print(f"report: {write_report(result, out)}")
+    return 0
+
+
+def _run_asynchronous(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from calibration.async_training import AsyncConfig, train_async
+    from control.bundle import save_bundle
+
+    if not args.classes:
+        raise ValueError("--asynchronous needs the movement classes, e.g. "
+                         "--classes left_hand,right_hand (rest is added).")
+    config = AsyncConfig(classes=tuple(c for c in args.classes if c != args.rest),
+                         rest_label=args.rest, label_map=args.label_map,
+                         window_s=args.window[1] - args.window[0], step_s=args.step,
+                         band=args.band or (8.0, 30.0), target_fa_per_min=args.target_fa,
+                         **({"pipelines": tuple(args.pipelines)} if args.pipelines else {}))
+    result = train_async(args.recordings, config)
+    print(f"asynchronous decoder, classes {', '.join(result.bundle.classes)} (rest as a class, "
+          f"never a command); {sum(result.n_windows.values())} training windows "
+          f"{result.n_windows}")
+    print(f"pseudo-online CV ({result.folds}), best operating point of each pipeline:")
+    print(f"  {'pipeline':<10} {'threshold':>9} {'dwell s':>7} {'tau s':>5} {'hits':>5} "
+          f"{'wrong':>5} {'FA/min':>6} {'cues':>4} {'rest min':>8}")
+    for name, c in result.summary()["candidates"].items():
+        print(f"  {name + (' *' if name == result.best else ''):<10} {c['threshold']:>9g} "
+              f"{c['dwell_s']:>7g} {c['tau_s']:>5g} {c['hit_rate']:>5.2f} "
+              f"{c['wrong_rate']:>5.2f} {c['fa_per_min']:>6.2f} {c['n_cues']:>4} "
+              f"{c['rest_minutes']:>8.2f}")
+    if not result.meets_target:
+        print(f"  no operating point met {args.target_fa:g} false activations per minute; "
+              "the bundle carries the one with the fewest")
+    out = args.out or Path("decoders") / (args.recordings[0].name.replace(".", "_") + "-async")
+    bundle_path = save_bundle(result.bundle, out / ("decoder.zip" if args.zip else "decoder"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "asynchronous.json").write_text(json.dumps(
+        result.summary() | {"config": asdict(config)}, indent=2, default=float))
+    print(f"decoder bundle: {bundle_path} (operating point: threshold "
+          f"{result.chosen.point.threshold:g}, dwell {result.chosen.point.dwell_s:g} s)")
     return 0

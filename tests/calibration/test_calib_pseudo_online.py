@@ -161,3 +161,27 @@ def test_yume_evaluate_on_real_eeg(physionet_dir, tmp_path, capsys):
     # The same recording on both sides is refused.
     same = str(physionet_dir / "S001R04.edf")
     assert main(["evaluate", "--train", same, "--test", same, "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.slow
+def test_yume_train_asynchronous_bundle_carries_its_operating_point_to_yume_run(
+        physionet_dir, tmp_path, capsys):
+    from bci.acquisition import Acquisition
+    from bci.playback import FilePlayback
+    from gui.cli import main
+    from gui.steering import decoder_control
+
+    code = main(["train", "--asynchronous", str(physionet_dir / "S001R04.edf"),
+                 "--classes", "left_hand,right_hand", "--pipelines", "ts_lr",
+                 "--out", str(tmp_path)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "the two halves of one recording" in printed and "FA/min" in printed
+    summary = json.loads((tmp_path / "asynchronous.json").read_text())
+    point = summary["chosen"]
+    acq = Acquisition(FilePlayback(physionet_dir / "S001R08.edf"))
+    control = decoder_control(tmp_path / "decoder", acq, publish=False)
+    cfg = control.policy.config
+    assert (cfg.threshold, cfg.dwell_s, cfg.tau_s) == (point["threshold"], point["dwell_s"],
+                                                       point["tau_s"])
+    assert "rest" in control.policy.classes
