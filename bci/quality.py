@@ -20,8 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from brainflow.board_shim import BoardShim, BrainFlowError, BrainFlowPresets
-from pyriemann.artifact_detection import Potato
-from pyriemann.estimation import Covariances
 from scipy import signal
 
 logger = logging.getLogger(__name__)
@@ -458,6 +456,8 @@ class ArtifactMonitor:
         x = windows - windows.mean(axis=-1, keepdims=True)
         if self._sos_ is not None:
             x = signal.sosfiltfilt(self._sos_, x, axis=-1)
+        from pyriemann.estimation import Covariances  # pyRiemann imports torch: ~3 s, lazily
+
         return Covariances(estimator=self.estimator).transform(x)
 
     # ------------------------------------------------------------------ API
@@ -494,6 +494,8 @@ class ArtifactMonitor:
         covs = self._covariances(wins)
         metric = (self.metric if self.metric is not None
                   else {"mean": "logeuclid", "distance": "riemann"})
+        from pyriemann.artifact_detection import Potato
+
         self.potato_ = Potato(metric=metric, threshold=self.threshold,
                               n_iter_max=self.n_iter_max).fit(covs)
         self.n_channels_ = x.shape[0]

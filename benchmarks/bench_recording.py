@@ -66,7 +66,7 @@ def main() -> None:
         meta.write_text(meta.read_text().replace('"finished"', '"recording"'))
         shutil.rmtree(tmp / "run" / "bids")
         t = time.perf_counter()
-        recover_session(tmp / "run")
+        recover_session(tmp / "run", force=True)  # this process "crashed": force
         recover_s = time.perf_counter() - t
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
