@@ -7,8 +7,11 @@ the pipeline means the online decoder feeds it exactly what training saw: a wind
 samples, nothing else to reproduce.
 
 Motor imagery: CSP+LDA, filter-bank CSP+LDA, Riemannian tangent space + logistic regression and
-MDM (covariances with 'oas' shrinkage). SSVEP: :class:`CCAClassifier` (standard CCA against
-sine/cosine references) and its filter-bank variant.
+MDM (covariances with 'oas' shrinkage), and their re-centred variants ``rc_csp_lda``,
+``rc_ts_lr``, ``rc_mdm`` (:class:`control.recentering.Recenter` after the covariances, so a new
+session or person can be re-centred without labels; see :mod:`calibration.adaptation`). SSVEP:
+:class:`CCAClassifier` (standard CCA against sine/cosine references) and its filter-bank
+variant.
 """
 
 from __future__ import annotations
@@ -30,10 +33,17 @@ from control.estimators import (
     OASCovariances,
     SequentialUnion,
 )
+from control.recentering import Recenter
 
 MI_PIPELINES = ("csp_lda", "fbcsp_lda", "ts_lr", "mdm")
 SSVEP_PIPELINES = ("cca", "fbcca")
+# Re-centred variants: not default candidates. Without adaptation they decode the training
+# session as their plain counterparts do (same cross-validated accuracy, the whitening by the
+# training mean cancels out), so trying them in `yume train` would only double its time; they
+# pay off when a new session is re-centred (calibration.adaptation).
+RECENTERED_PIPELINES = ("rc_csp_lda", "rc_ts_lr", "rc_mdm")
 PIPELINES = MI_PIPELINES + SSVEP_PIPELINES
+ALL_PIPELINES = PIPELINES + RECENTERED_PIPELINES
 # Sub-bands of the filter-bank CSP (Ang et al. 2008 used 4 Hz bands from 4 to 40 Hz).
 FBCSP_BANDS = ((8.0, 12.0), (12.0, 16.0), (16.0, 20.0), (20.0, 24.0), (24.0, 30.0))
 
@@ -51,8 +61,9 @@ def make_pipeline(name: str, sfreq: float, band: tuple[float, float] = (8.0, 30.
     Parameters
     ----------
     name : str
-        One of :data:`PIPELINES`: ``"csp_lda"``, ``"fbcsp_lda"``, ``"ts_lr"``, ``"mdm"`` (motor
-        imagery), ``"cca"``, ``"fbcca"`` (SSVEP).
+        One of :data:`ALL_PIPELINES`: ``"csp_lda"``, ``"fbcsp_lda"``, ``"ts_lr"``, ``"mdm"``
+        (motor imagery), ``"cca"``, ``"fbcca"`` (SSVEP), ``"rc_csp_lda"``, ``"rc_ts_lr"``,
+        ``"rc_mdm"`` (re-centred motor imagery).
     sfreq : float
         Sampling rate of the windows the pipeline will see.
     band : (float, float)
@@ -72,6 +83,12 @@ def make_pipeline(name: str, sfreq: float, band: tuple[float, float] = (8.0, 30.
         A scikit-learn pipeline with ``predict_proba`` on (n_windows, n_channels, n_times).
     """
     l_freq, h_freq = float(band[0]), float(band[1])
+    if name in RECENTERED_PIPELINES:
+        # The plain pipeline with the re-centring step right after the covariances.
+        plain = make_pipeline(name[3:], sfreq, band, n_components=n_components)
+        steps = list(plain.steps)
+        steps.insert([n for n, _ in steps].index("cov") + 1, ("recenter", Recenter()))
+        return Pipeline(steps)
     if name == "csp_lda":
         steps = [("filter", BandPass(sfreq, l_freq, h_freq)), ("cov", _covariances()),
                  ("csp", CSP(nfilter=n_components, log=True)),
@@ -102,7 +119,7 @@ def make_pipeline(name: str, sfreq: float, band: tuple[float, float] = (8.0, 30.
         steps = [("cca", FilterBankCCA(sfreq, freqs=freqs, n_harmonics=n_harmonics,
                                        l_freq=l_freq, h_freq=h_freq))]
     else:
-        raise ValueError(f"Unknown pipeline {name!r}; use one of {', '.join(PIPELINES)}.")
+        raise ValueError(f"Unknown pipeline {name!r}; use one of {', '.join(ALL_PIPELINES)}.")
     return Pipeline(steps)
 
 

@@ -46,6 +46,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "control.estimators.FilterBankCCA",
     "control.estimators.OASCovariances",
     "control.estimators.SequentialUnion",
+    "control.recentering.Recenter",
     "pyriemann.classification.MDM",
     "pyriemann.classification.FgMDM",
     "pyriemann.estimation.Covariances",
