@@ -70,6 +70,10 @@ class AsyncConfig:
         rest right after a cue still holds its after-effects).
     band : (float, float)
         Pass band (Hz).
+    balance : bool
+        Keep as many rest windows as the average movement class has (every k-th, evenly over
+        time): rest periods are as long as cues and as many, so unbalanced rest windows would
+        outnumber each class and the model would rarely be confident of a movement.
     pipelines : sequence of str
         Candidates (of :func:`calibration.pipelines.make_pipeline`).
     thresholds, dwells, taus : sequence of float
@@ -90,6 +94,7 @@ class AsyncConfig:
     stride_s: float = 0.5
     latency_s: float = 0.5
     band: tuple[float, float] = (8.0, 30.0)
+    balance: bool = True
     pipelines: Sequence[str] = ("ts_lr", "csp_lda", "mdm")
     thresholds: Sequence[float] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
     dwells: Sequence[float] = (0.25, 0.5, 1.0, 1.5)
@@ -142,14 +147,21 @@ def sliding_windows(recordings: Sequence[Recording], config: AsyncConfig
                 Xs.append(data[:, a:a + n])
                 ys.append(str(label))
                 gs.append(k)
-    y = np.array(ys)
+    y, groups = np.array(ys), np.array(gs)
     missing = [c for c in labels if c not in set(ys)]
     if missing:
         raise DatasetError(
             f"No {config.window_s:g} s window of {', '.join(missing)} in the recordings; "
             f"asynchronous training needs cues of every class and rest periods "
             f"(label {config.rest_label!r}, see --map).")
-    return np.stack(Xs), y, np.array(gs), ch_names, sfreq
+    keep = np.arange(len(y))
+    if config.balance:
+        rest = np.nonzero(y == config.rest_label)[0]
+        target = int(np.mean([np.sum(y == c) for c in config.classes]))
+        if len(rest) > target > 0:
+            picked = rest[np.round(np.linspace(0, len(rest) - 1, target)).astype(int)]
+            keep = np.sort(np.r_[np.nonzero(y != config.rest_label)[0], picked])
+    return np.stack([Xs[i] for i in keep]), y[keep], groups[keep], ch_names, sfreq
 
 
 def _eeg_picks(raw) -> list[int]:

@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binomtest
 from threadpoolctl import threadpool_limits
 
 from calibration.async_training import AsyncConfig, score_grid, train_async
 from calibration.dataset import DatasetError, Recording, epoch_recordings, load_recording
+from calibration.metrics import binomial_summary
 from calibration.pipelines import make_pipeline, pipeline_names
 from calibration.pseudo_online import (
     OperatingPoint,
@@ -77,15 +77,6 @@ class EvaluationConfig:
         base = self.async_config or AsyncConfig()
         return replace(base, classes=tuple(self.classes), rest_label=self.rest_label,
                        label_map=self.label_map, target_fa_per_min=self.target_fa_per_min)
-
-
-def binomial_summary(k: int, n: int, chance: float) -> dict:
-    """Accuracy ``k / n`` with its exact 95 % interval and the one-sided p-value vs chance."""
-    p_value = binomtest(int(k), int(n), float(chance), alternative="greater").pvalue
-    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="exact")
-    return {"accuracy": k / n, "n": int(n), "correct": int(k), "chance": float(chance),
-            "ci95": [float(ci.low), float(ci.high)], "p_vs_chance": float(p_value),
-            "within_chance": bool(ci.low <= chance)}
 
 
 def reference_ts_lr(train: Sequence[Recording], test: Sequence[Recording],

@@ -59,3 +59,14 @@ def score_predictions(y_true: Sequence[str], y_pred: Sequence[str], classes: Seq
         "decision_s": float(decision_s),
         "chance": 1.0 / len(classes),
     }
+
+
+def binomial_summary(k: int, n: int, chance: float) -> dict:
+    """Accuracy ``k / n`` with its exact 95 % interval and the one-sided p-value vs chance."""
+    from scipy.stats import binomtest
+
+    p_value = binomtest(int(k), int(n), float(chance), alternative="greater").pvalue
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=0.95, method="exact")
+    return {"accuracy": k / n, "n": int(n), "correct": int(k), "chance": float(chance),
+            "ci95": [float(ci.low), float(ci.high)], "p_vs_chance": float(p_value),
+            "within_chance": bool(ci.low <= chance)}

@@ -59,7 +59,7 @@ def _recording(data, info, events, name: str) -> Recording:
 @pytest.fixture(scope="module")
 def runs() -> list[Recording]:
     """Three consecutive runs of one simulated person (one session cut in three)."""
-    data, info, events = _cued_run(48, seed=5)
+    data, info, events = _cued_run(72, seed=5)
     n = data.shape[1] // 3
     out = []
     for i in range(3):
