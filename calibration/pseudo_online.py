@@ -20,6 +20,7 @@ the two routes identical.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -92,18 +93,26 @@ def _chunks(recording: Recording, chunk_s: float):
         yield block, (a + np.arange(block.shape[1])) / sfreq
 
 
-def _decoder(bundle: DecoderBundle, recording: Recording) -> tuple[OnlineDecoder, RingBuffer]:
+def _decoder(bundle: DecoderBundle, recording: Recording, adapt: str | None = None,
+             adapt_alpha: float = 0.02) -> tuple[OnlineDecoder, RingBuffer]:
     info = _stream_info(recording)
-    decoder = OnlineDecoder.from_bundle(bundle)
+    if adapt is not None:  # online re-centering changes the pipeline: not the caller's
+        bundle = copy.deepcopy(bundle)
+    decoder = OnlineDecoder.from_bundle(bundle, adapt=adapt, adapt_alpha=adapt_alpha)
     decoder.bind(info)  # another montage or rate: one sentence from the decoder or bundle
     capacity = decoder.window_n + int(4 * info.sfreq)
     return decoder, RingBuffer(info.n_channels, capacity, dtype=np.float64)
 
 
-def decode_recording(bundle: DecoderBundle, recording: Recording,
-                     chunk_s: float = 0.1) -> list[DecodedWindow]:
-    """Every window the live decoder would decode on ``recording``, oldest first."""
-    decoder, buffer = _decoder(bundle, recording)
+def decode_recording(bundle: DecoderBundle, recording: Recording, chunk_s: float = 0.1,
+                     adapt: str | None = None, adapt_alpha: float = 0.02
+                     ) -> list[DecodedWindow]:
+    """Every window the live decoder would decode on ``recording``, oldest first.
+
+    ``adapt``/``adapt_alpha``: online re-centering as :class:`OnlineDecoder` does it (on a copy
+    of the bundle).
+    """
+    decoder, buffer = _decoder(bundle, recording, adapt, adapt_alpha)
     windows: list[DecodedWindow] = []
     for block, ts in _chunks(recording, chunk_s):
         buffer.push(block, ts)

@@ -82,12 +82,21 @@ class OnlineDecoder:
         BLAS threads while decoding (default 1): for one window's small matrices, thread
         start-up and contention cost more than they save (tangent space: ~10 ms with 2
         threads on a busy 2-core machine, ~1.5 ms with one). None leaves BLAS alone.
+    adapt : {None, "all", "rest"}
+        Unsupervised re-centering while decoding, for pipelines with a
+        :class:`control.recentering.Recenter` step (the ``rc_*`` pipelines): after each batch
+        is decoded, its windows ("all") or those decoded as rest ("rest", a class named
+        ``rest``) move the reference one geodesic step of ``adapt_alpha``. A window never
+        adapts its own decision.
+    adapt_alpha : float
+        Step of each update (about 1/alpha windows of memory).
     """
 
     def __init__(self, pipeline, classes: Sequence[str], ch_names: Sequence[str], sfreq: float,
                  window_s: float, step_s: float, units: str = "uV",
                  causal_band: tuple[float, float] | None = None, bundle=None,
-                 blas_threads: int | None = 1) -> None:
+                 blas_threads: int | None = 1, adapt: str | None = None,
+                 adapt_alpha: float = 0.02) -> None:
         if not hasattr(pipeline, "predict_proba"):
             raise DecoderError(
                 f"The decoder {type(pipeline).__name__} has no predict_proba; use a classifier "
@@ -101,6 +110,20 @@ class OnlineDecoder:
         self.step_n = max(int(round(step_s * self.sfreq)), 1)
         if self.window_n < 2:
             raise DecoderError(f"A {window_s} s window at {sfreq} Hz has fewer than 2 samples.")
+        if adapt not in (None, "all", "rest"):
+            raise DecoderError(f"Unknown adaptation {adapt!r}; use None, 'all' or 'rest'.")
+        if adapt is not None:
+            from control.recentering import find_recenter
+
+            try:
+                find_recenter(pipeline)
+            except ValueError as err:
+                raise DecoderError(str(err)) from None
+            if adapt == "rest" and "rest" not in [str(c) for c in classes]:
+                raise DecoderError("Adapting from rest needs a decoder with a rest class "
+                                   "(`yume train --asynchronous`); use adapt='all'.")
+        self.adapt, self.adapt_alpha = adapt, float(adapt_alpha)
+        self.n_adapted = 0
         self.causal_band = causal_band
         self.bundle = bundle
         self.blas_threads = blas_threads
@@ -118,11 +141,13 @@ class OnlineDecoder:
 
     @classmethod
     def from_bundle(cls, bundle, causal_band: tuple[float, float] | None = None,
-                    blas_threads: int | None = 1) -> OnlineDecoder:
+                    blas_threads: int | None = 1, adapt: str | None = None,
+                    adapt_alpha: float = 0.02) -> OnlineDecoder:
         """A decoder for a :class:`control.bundle.DecoderBundle` (window, step, units...)."""
         return cls(bundle.pipeline, bundle.classes, bundle.ch_names, bundle.sfreq,
                    bundle.window_s, bundle.step_s, getattr(bundle, "units", "uV"),
-                   causal_band=causal_band, bundle=bundle, blas_threads=blas_threads)
+                   causal_band=causal_band, bundle=bundle, blas_threads=blas_threads,
+                   adapt=adapt, adapt_alpha=adapt_alpha)
 
     @property
     def window_s(self) -> float:
@@ -250,10 +275,21 @@ class OnlineDecoder:
                 f"{len(ends)} windows and {len(self.classes)} classes; the bundle's classes do "
                 "not match its pipeline.")
         self.n_decoded += len(ends)
+        if self.adapt is not None:
+            self._adapt(X, proba)
         stamps = ts[idx[:, -1]]
         return [DecodedWindow(float(t), p, int(e)) for t, p, e in zip(stamps, proba, ends,
                                                                        strict=True)]
 
+
+    def _adapt(self, X: np.ndarray, proba: np.ndarray) -> None:
+        from control.recentering import update_pipeline
+
+        if self.adapt == "rest":
+            X = X[np.argmax(proba, axis=1) == self.classes.index("rest")]
+        if len(X):
+            update_pipeline(self.pipeline, X, alpha=self.adapt_alpha)
+            self.n_adapted += len(X)
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
         if self.blas_threads is None:

@@ -29,6 +29,7 @@ class RunOptions:
     source: str = "simulated"
     decoder: Path | None = None
     control_mode: str = "direct"
+    adapt: str | None = None  # decoder: online re-centering ("all" or "rest")
     out: Path = Path("runs")
     headless: bool | None = None  # None: decide from the display
     realtime: bool = True
@@ -127,7 +128,8 @@ def build_window(opts: RunOptions):
         steering = None
         if opts.decoder:
             policy = PolicyConfig(mode=opts.control_mode)
-            steering = Steering(acq, decoder_control(opts.decoder, acq, policy))
+            steering = Steering(acq, decoder_control(opts.decoder, acq, policy,
+                                                     adapt=opts.adapt))
     except Exception:
         if acq is not None:
             acq.stop()

@@ -116,14 +116,15 @@ class Steering:
 
 
 def decoder_control(bundle_path: str | Path, acquisition: Acquisition,
-                    config: PolicyConfig | None = None, publish: bool = True) -> OnlineControl:
+                    config: PolicyConfig | None = None, publish: bool = True,
+                    adapt: str | None = None) -> OnlineControl:
     """Load a decoder bundle and build its online loop for ``acquisition``'s stream.
 
     Raises a clear error when the bundle does not fit the stream (missing channels, another
     sampling rate) or its classes are not all mapped to actions.
     """
     bundle = load_bundle(bundle_path)
-    decoder = OnlineDecoder.from_bundle(bundle)
+    decoder = OnlineDecoder.from_bundle(bundle, adapt=adapt)
     decoder.bind(acquisition.info)
     config = config or PolicyConfig()
     point = bundle.figures.get("operating_point")

@@ -45,6 +45,10 @@ def add_parser(sub) -> None:
     p.add_argument("--decoder", type=Path, default=None,
                    help="decoder bundle from `yume train`: decoded brain signals steer the world "
                         "(the keyboard still overrides; Esc is the panic stop)")
+    p.add_argument("--adapt", choices=("all", "rest"), default=None,
+                   help="re-centre the decoder online, without labels, from every decoded "
+                        "window or from those decoded as rest (rc_* pipelines of `yume train "
+                        "--pipelines`; rest needs `--asynchronous`)")
     p.add_argument("--control-mode", choices=("direct", "discrete"), default="direct",
                    help="decoder control: direct = the action lasts while the class is held; "
                         "discrete = each detection moves the world for one second")
@@ -64,9 +68,12 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from gui.app import RunOptions, has_display, run_headless_session, run_window
 
+    if args.adapt and not args.decoder:
+        raise ValueError("--adapt re-centres a decoder; give one with --decoder.")
+
     opts = RunOptions(world=args.world, seed=args.seed, resolution=args.resolution,
                       source=args.source, decoder=args.decoder,
-                      control_mode=args.control_mode, out=args.out,
+                      control_mode=args.control_mode, adapt=args.adapt, out=args.out,
                       headless=args.headless,
                       realtime=not args.fast, max_seconds=args.max_seconds,
                       checkpoint=args.checkpoint, start_image=args.start_image)

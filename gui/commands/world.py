@@ -132,6 +132,22 @@ def add_parser(sub) -> None:
     e.add_argument("--seed", type=int, default=0, help="seed of scenes, actions and noise")
     e.add_argument("--speed", action="store_true", help="also time batch-1 generation")
     e.add_argument("--out", default="runs/world/eval", help="folder for eval.json and images")
+    e.add_argument("--shipped-sampler", action="store_true",
+                   help="take sampler, steps, guidance, interval, shift and negative from "
+                        "CHECKPOINT/sampler.json (the sampler the checkpoint ships with) instead "
+                        "of the options above")
+    e.add_argument("--honest", action="store_true",
+                   help="the honest evaluation instead (world/honest_eval.py): fresh scenes "
+                        "outside the train and held-out ranges; repeat-last-frame and camera-warp "
+                        "baselines; PSNR/SSIM/sharpness at horizons 1, 4, 8, 16; loop closure; "
+                        "long-horizon windows; action following by a training-free judge; "
+                        "writes honest.json and drive.png")
+    e.add_argument("--loop-episodes", type=int, default=8,
+                   help="--honest: scenes per loop (turn / walk K out and back, K = 2, 4, 8)")
+    e.add_argument("--long-episodes", type=int, default=4,
+                   help="--honest: long random walks")
+    e.add_argument("--long-chunks", type=int, default=64,
+                   help="--honest: chunks per long walk (reported in windows of 16)")
     e.set_defaults(func=run_eval)
 
 
@@ -203,11 +219,29 @@ def run_distill(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply_shipped_sampler(args: argparse.Namespace) -> None:
+    """Overwrite the sampler options by CHECKPOINT/sampler.json (for --shipped-sampler)."""
+    path = Path(args.checkpoint) / "sampler.json"
+    if not path.is_file():
+        raise ValueError(f"--shipped-sampler: {path} does not exist.")
+    spec = json.loads(path.read_text())
+    params = spec.get("params", {})
+    args.sampler = spec.get("name", args.sampler)
+    args.steps = int(params.get("num_steps", args.steps))
+    args.guidance = float(params.get("guidance_scale", args.guidance))
+    args.shift = params.get("shift", args.shift)
+    low, high = params.get("guidance_interval", (0.0, 1.0))
+    args.guidance_interval = f"{low},{high}"
+    args.negative = spec.get("negative", args.negative)
+
+
 def run_eval(args: argparse.Namespace) -> int:
     from world.evaluate import EvalConfig, evaluate, format_table, measure_speed
     from world.idm import InverseDynamics
     from world.mvdt import codec_from_config, load_checkpoint
 
+    if args.shipped_sampler:
+        _apply_shipped_sampler(args)
     interval = _interval(args.guidance_interval)
     model = load_checkpoint(args.checkpoint)
     codec = codec_from_config(model.config.codec, args.checkpoint)
@@ -219,6 +253,8 @@ def run_eval(args: argparse.Namespace) -> int:
                      guidance_interval=interval, negative=args.negative,
                      shift=args.shift, cache_blocks=args.cache_blocks, cache_reuse=args.cache_reuse,
                      seed=args.seed, threads=args.threads)
+    if args.honest:
+        return _run_honest(args, model, codec, idm, cfg)
     judges = {Path(d).name: InverseDynamics.load(d) for d in args.also_idm}
     results = evaluate(model, codec, idm, cfg, out_dir=args.out, other_judges=judges)
     if args.speed:
@@ -228,4 +264,33 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.speed:
         print(f"batch-1 generation: {results['speed_batch1']['frames_per_second']:.1f} frames/s")
     print(f"wrote {Path(args.out) / 'eval.json'}, rollouts.png, rollout.gif")
+    return 0
+
+
+def _run_honest(args: argparse.Namespace, model, codec, idm, cfg) -> int:
+    import torch
+
+    from world.honest_eval import (
+        HonestConfig,
+        format_honest_table,
+        honest_evaluate,
+        model_generator,
+    )
+
+    torch.set_num_threads(max(1, args.threads))
+    mc = model.config
+    honest = HonestConfig(episodes=args.episodes, horizon=args.horizon,
+                          loop_episodes=args.loop_episodes, long_episodes=args.long_episodes,
+                          long_chunks=args.long_chunks, seed=args.seed)
+    results = honest_evaluate(model_generator(model, codec, cfg), honest,
+                              (mc.frame_height, mc.frame_width), mc.frames_per_chunk,
+                              out_dir=args.out, idm=idm)
+    results["sampler"] = {"name": cfg.sampler, "num_steps": cfg.num_steps,
+                          "guidance_scale": cfg.guidance_scale,
+                          "guidance_interval": list(cfg.guidance_interval),
+                          "shift": cfg.shift, "negative": cfg.negative}
+    results["checkpoint"] = str(args.checkpoint)
+    Path(args.out, "honest.json").write_text(json.dumps(results, indent=1))
+    print(format_honest_table(results))
+    print(f"{results['seconds']:.0f} s; wrote {Path(args.out) / 'honest.json'}, drive.png")
     return 0

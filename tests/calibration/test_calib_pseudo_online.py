@@ -185,3 +185,30 @@ def test_yume_train_asynchronous_bundle_carries_its_operating_point_to_yume_run(
     assert (cfg.threshold, cfg.dwell_s, cfg.tau_s) == (point["threshold"], point["dwell_s"],
                                                        point["tau_s"])
     assert "rest" in control.policy.classes
+
+
+def test_online_recentering_in_the_live_decoder_recovers_a_shifted_session():
+    from calibration.adaptation import fit_recentred_bundle, random_mixing, simulated_recordings
+
+    train, shifted = simulated_recordings(seed=3, n_trials=12, n_sessions=2,
+                                          mixing=[None, random_mixing(32, 1.5, seed=1)])
+    bundle = fit_recentred_bundle([train], "rc_mdm")
+    events = shifted.events
+
+    def accuracy(windows):
+        right = []
+        for w in windows:
+            t = w.end_count / bundle.sfreq
+            cue = events[(events["onset"] + 1.0 <= t - bundle.window_s)
+                         & (t <= events["onset"] + events["duration"])
+                         & events["description"].isin(bundle.classes)]
+            if len(cue):
+                right.append(bundle.classes[int(np.argmax(w.probabilities))]
+                             == cue["description"].iloc[0])
+        return float(np.mean(right)), len(right)
+
+    before, n = accuracy(decode_recording(bundle, shifted))
+    after, _ = accuracy(decode_recording(bundle, shifted, adapt="all", adapt_alpha=0.05))
+    assert n > 50 and after >= before + 0.2, (before, after, n)
+    with pytest.raises(DecoderError, match="rest class"):
+        decode_recording(bundle, shifted, adapt="rest")
