@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
     p.add_argument("--map", dest="label_map", type=_mapping, default=None,
                    help="rename event labels first, e.g. T0=rest,T1=left_hand,T2=right_hand")
     p.add_argument("--window", type=_window, default=(0.5, 2.5),
-                   help="cue-locked window TMIN:TMAX (offline and the cue-locked decoder)")
+                   help="cue-locked window after the cue, TMIN:TMAX seconds, for the offline "
+                        "figures and the cue-locked decoder (default: 0.5:2.5)")
     p.add_argument("--pipelines", type=_csv, default=None,
                    help="candidate pipelines (default: csp_lda,fbcsp_lda,ts_lr,mdm offline; "
                         "ts_lr,csp_lda,mdm asynchronous)")
