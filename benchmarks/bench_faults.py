@@ -421,6 +421,48 @@ def signal_command(tmp: Path, sig: int, name: str, args: list[str], wait_for: st
     )
 
 
+def signal_world_train(tmp: Path, sig: int = signal.SIGTERM) -> Fault:
+    """`yume world train` (the tiny config, in ``tmp``) stopped mid-run, then run again."""
+    root = Path(__file__).resolve().parents[1]
+    cfg = json.loads((root / "world" / "configs" / "tiny.json").read_text())
+    cfg.update(run_dir=str(tmp / "run"), max_steps=100_000, max_minutes=10)
+    cfg["data"].update(train_dir=str(tmp / "train"), heldout_dir=str(tmp / "heldout"))
+    path = tmp / "tiny.json"
+    path.write_text(json.dumps(cfg))
+    log = tmp / "run" / "log.jsonl"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    def steps() -> int:
+        rows = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+        return max((r["step"] for r in rows if "loss" in r), default=0)
+
+    proc = subprocess.Popen(_yume("world", "train", "--config", str(path)), env=env, cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and steps() < 20:
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    done = steps()
+    state = tmp / "run" / "last" / "state.json"
+    saved = json.loads(state.read_text())["step"] if state.exists() else 0
+    again = subprocess.run(_yume("world", "train", "--config", str(path), "--max-steps",
+                                 str(saved + 2)), env=env, cwd=root, capture_output=True,
+                           text=True, timeout=120)
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    resumed = again.returncode == 0 and any(r.get("resume") for r in rows)
+    kind = {signal.SIGKILL: "kill -9", signal.SIGTERM: "SIGTERM"}[sig]
+    return Fault(
+        f"{kind} of `yume world train` after {done} steps", f"exit {proc.returncode}; "
+        f"{'interrupted at step' if 'interrupted at step' in stderr else 'no message'}",
+        f"checkpoint at step {saved} ({done - saved} training steps lost; it is written every "
+        f"{cfg['save_every_minutes']:g} min and on Ctrl+C/SIGTERM); the next call "
+        f"{'resumed from it' if resumed else 'started over'}",
+        0, None, {"steps_done": done, "saved": saved, "resumed": resumed,
+                  "returncode": proc.returncode},
+    )
+
+
 SCENARIOS = [outlet_restart, rate_change, channel_change, nonfinite_samples, clock_jump,
              huge_chunk, garbage_markers, disk_full,
              lambda tmp: signal_record(tmp, signal.SIGKILL),
@@ -432,6 +474,8 @@ SCENARIOS += [
     for name, cmd, wait in (("yume calibrate --headless", CALIBRATE, "*/raw/timestamps.f64"),
                             ("yume run --headless", RUN, "*/session.jsonl"))
     for sig in (signal.SIGKILL, signal.SIGTERM)]
+SCENARIOS += [lambda tmp, sig=sig: signal_world_train(tmp, sig)
+              for sig in (signal.SIGKILL, signal.SIGTERM)]
 
 
 def main() -> None:

@@ -27,10 +27,24 @@ def physionet_dir() -> Path:
 
 @pytest.fixture
 def qapp():
-    """The process's QApplication (offscreen)."""
+    """The process's QApplication (offscreen).
+
+    Python's cyclic garbage collector runs in whichever thread happens to allocate; in a test
+    that builds windows, that is often an acquisition thread, and a Qt object of an earlier
+    window deleted there corrupts Qt (segfaults seen in a later window's PlotWidget). So while a
+    Qt test runs, collection is off, and it runs on the main thread once the test is over.
+    """
+    import gc
+
     from PyQt6 import QtWidgets
 
-    return QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    gc.disable()
+    try:
+        yield app
+    finally:
+        gc.enable()
+        gc.collect()
 
 
 @pytest.fixture

@@ -40,10 +40,20 @@ logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- image metrics
+# PSNR and SSIM are kornia's (kornia.metrics), the one implementation that every evaluation of
+# the project uses; these wrappers only fix the conventions (uint8 in, float out).
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 arrays; ``inf`` when they are identical."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+    """PSNR in dB of two uint8 arrays (kornia.metrics.psnr); ``inf`` when they are identical."""
+    from kornia.metrics import psnr as kpsnr
+
+    x = torch.as_tensor(np.asarray(a, np.float64))
+    y = torch.as_tensor(np.asarray(b, np.float64))
+    if x.shape != y.shape:
+        raise WorldError(f"PSNR needs arrays of one shape, got {tuple(x.shape)} and "
+                         f"{tuple(y.shape)}.")
+    if torch.equal(x, y):
+        return math.inf
+    return float(kpsnr(x, y, 255.0))
 
 
 def pooled_psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -56,37 +66,25 @@ def pooled_psnr(a: np.ndarray, b: np.ndarray) -> float:
     return psnr(a, b)
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean structural similarity of uint8 images ``(..., H, W, 3)`` (Wang et al. 2004).
+    """Mean structural similarity of uint8 images ``(..., H, W, 3)`` (kornia.metrics.ssim).
 
-    Gaussian window 11 / sigma 1.5, constants K1 = 0.01, K2 = 0.03, computed per RGB channel and
-    averaged; the mean is clipped to [0, 1] (negative SSIM, anti-correlated structure, counts as
-    no similarity). Identical images give 1.
+    Gaussian window 11 / sigma 1.5 (smaller for images under 11 pixels), constants K1 = 0.01,
+    K2 = 0.03, per RGB channel, over the valid part of the image (no padding); the mean is
+    clipped to [0, 1] (negative SSIM, anti-correlated structure, counts as no similarity).
+    Identical images give 1.
     """
+    from kornia.metrics import ssim as kssim
+
     x = torch.from_numpy(np.array(a, dtype=np.float64)).reshape(-1, *np.shape(a)[-3:])
     y = torch.from_numpy(np.array(b, dtype=np.float64)).reshape(-1, *np.shape(b)[-3:])
     if x.shape != y.shape:
         raise WorldError(f"SSIM needs images of one shape, got {tuple(x.shape)} and "
                          f"{tuple(y.shape)}.")
     x, y = x.permute(0, 3, 1, 2), y.permute(0, 3, 1, 2)
-    c = x.shape[1]
     size = min(11, x.shape[-1], x.shape[-2])
-    g = _gaussian_window(size)
-    win = (g[:, None] * g[None, :]).expand(c, 1, size, size)
-
-    def filt(z: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(z, win, groups=c)
-
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mx, my = filt(x), filt(y)
-    vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    size -= 1 - size % 2  # kornia's window must be odd
+    s = kssim(x, y, size, max_val=255.0, padding="valid")
     return float(np.clip(float(s.mean()), 0.0, 1.0))
 
 

@@ -615,46 +615,53 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
         _write_meta(ckpt_dir, cfg, state, n_params)
         plot_loss(log_path, run / "loss.png", f"{cfg.name}: {n_params / 1e6:.2f} M params")
 
-    while (state["step"] < cfg.max_steps and time.perf_counter() - t_start < budget_s
-           and time.perf_counter() - t_session < session_s):
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(state["step"], cfg, time.perf_counter() - t_start)
-        batch = sampler.sample(cfg.batch_size)
-        if self_pipe is not None:
-            # Seeded by the step, so a resumed run makes the same choices.
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state["step"])
-            if float(torch.rand(1, generator=g)) < cfg.self_history:
-                batch["history"] = self_generated_history(
-                    self_pipe, batch["history"], batch["history_actions"],
-                    cfg.self_history_chunks, g)
-        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.amp):
-            loss, parts = training_loss(model, batch, motion_critic=critic,
-                                        motion_weight=cfg.motion_weight)
-        if not torch.isfinite(loss):
-            ok = False
-            logger.error("loss became %s at step %d; stopping", float(loss), state["step"])
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        _ema_update(ema, model, cfg.ema_decay if state["step"] > cfg.warmup_steps else 0.9)
-        state["step"] += 1
-        running.append(float(loss.detach()))
-        bar.update(1)
-        if state["step"] % cfg.log_every == 0:
-            row = {"step": state["step"], "loss": float(np.mean(running)),
-                   "loss_masked": parts.get("loss_masked"),
-                   "loss_motion": parts.get("loss_motion"),
-                   "grad_norm": float(gnorm), "lr": opt.param_groups[0]["lr"],
-                   "elapsed": time.perf_counter() - t_start}
-            running = []
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-            with log_path.open("a") as log:
-                log.write(json.dumps(row) + "\n")
-        if time.perf_counter() - last_save > cfg.save_every_minutes * 60:
-            checkpoint()
-            last_save = time.perf_counter()
+    try:
+        while (state["step"] < cfg.max_steps and time.perf_counter() - t_start < budget_s
+               and time.perf_counter() - t_session < session_s):
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(state["step"], cfg, time.perf_counter() - t_start)
+            batch = sampler.sample(cfg.batch_size)
+            if self_pipe is not None:
+                # Seeded by the step, so a resumed run makes the same choices.
+                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state["step"])
+                if float(torch.rand(1, generator=g)) < cfg.self_history:
+                    batch["history"] = self_generated_history(
+                        self_pipe, batch["history"], batch["history_actions"],
+                        cfg.self_history_chunks, g)
+            with torch.autocast(device.type, torch.bfloat16, enabled=cfg.amp):
+                loss, parts = training_loss(model, batch, motion_critic=critic,
+                                            motion_weight=cfg.motion_weight)
+            if not torch.isfinite(loss):
+                ok = False
+                logger.error("loss became %s at step %d; stopping", float(loss), state["step"])
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            _ema_update(ema, model, cfg.ema_decay if state["step"] > cfg.warmup_steps else 0.9)
+            state["step"] += 1
+            running.append(float(loss.detach()))
+            bar.update(1)
+            if state["step"] % cfg.log_every == 0:
+                row = {"step": state["step"], "loss": float(np.mean(running)),
+                       "loss_masked": parts.get("loss_masked"),
+                       "loss_motion": parts.get("loss_motion"),
+                       "grad_norm": float(gnorm), "lr": opt.param_groups[0]["lr"],
+                       "elapsed": time.perf_counter() - t_start}
+                running = []
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+                with log_path.open("a") as log:
+                    log.write(json.dumps(row) + "\n")
+            if time.perf_counter() - last_save > cfg.save_every_minutes * 60:
+                checkpoint()
+                last_save = time.perf_counter()
+    except KeyboardInterrupt:  # Ctrl+C or SIGTERM: keep every step done so far, then stop
+        bar.close()
+        checkpoint()
+        logger.warning("interrupted at step %d; the checkpoint is saved, run again to resume",
+                       state["step"])
+        raise
     bar.close()
     if ok:
         checkpoint()

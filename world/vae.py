@@ -211,11 +211,15 @@ class WanVideoLatent:
 
 
 def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of two uint8 images/videos (``inf`` when identical)."""
+    """Peak signal-to-noise ratio in dB of two uint8 images/videos (``inf`` when identical).
+
+    kornia.metrics.psnr, the implementation :func:`world.evaluate.psnr` uses too.
+    """
+    from kornia.metrics import psnr as kpsnr
+
     a = torch.as_tensor(np.asarray(a), dtype=torch.float64)
     b = torch.as_tensor(np.asarray(b), dtype=torch.float64)
-    mse = float(((a - b) ** 2).mean())
-    return float("inf") if mse == 0 else 10.0 * float(np.log10(255.0**2 / mse))
+    return float("inf") if torch.equal(a, b) else float(kpsnr(a, b, 255.0))
 
 
 def reconstruction_psnr(space, frames: torch.Tensor, batch: int = 4) -> float:

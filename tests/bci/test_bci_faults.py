@@ -88,3 +88,9 @@ def test_yume_run_headless_sigterm_writes_its_outputs(tmp_path):
     names = {f.split("/")[-1] for f in row.details["files"]}
     assert row.details["returncode"] == 130
     assert {"route.gif", "contact_sheet.png", "summary.json", "session.jsonl"} <= names
+
+
+def test_yume_world_train_sigterm_saves_and_resumes(tmp_path):
+    row = faults.signal_world_train(tmp_path, signal.SIGTERM)
+    d = row.details
+    assert d["returncode"] == 130 and d["saved"] == d["steps_done"] >= 20 and d["resumed"]
