@@ -105,7 +105,20 @@ def run_headless_session(opts: RunOptions):
     folder = session_folder(opts.out)
     acq = start_acquisition(source)
     try:
-        return run_headless(engine, folder, acquisition=acq, realtime=opts.realtime)
+        if opts.decoder is None:
+            return run_headless(engine, folder, acquisition=acq, realtime=opts.realtime)
+        from control.policy import PolicyConfig
+        from gui.headless import decoder_route
+        from gui.steering import Steering, decoder_control
+
+        if acq is None:
+            raise ValueError("--decoder needs a signal source; leave out --source none.")
+        online = decoder_control(opts.decoder, acq, PolicyConfig(mode=opts.control_mode),
+                                 adapt=opts.adapt)
+        steering = Steering(acq, online)
+        # The decoder reads live EEG: the run is paced in real time whatever --fast says.
+        return run_headless(engine, folder, route=decoder_route(online.policy.mapping),
+                            acquisition=acq, realtime=True, steering=steering)
     finally:
         if acq is not None:
             acq.stop()

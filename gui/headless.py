@@ -37,6 +37,16 @@ DEFAULT_ROUTE: tuple[tuple[str, float], ...] = (
 )
 
 
+def decoder_route(mapping, rest_s: float = 3.0, intent_s: float = 4.0, repeats: int = 2
+                  ) -> list[tuple[str, float]]:
+    """What a scripted participant intends in a headless decoder run: rest, then each movement
+    class's action in turn, ``repeats`` times, ending at rest."""
+    moves = [str(mapping.action(c)) for c in mapping.classes if not mapping.is_rest(c)]
+    route = [step for _ in range(repeats) for a in moves for step in (("·", rest_s),
+                                                                        (a, intent_s))]
+    return [*route, ("·", rest_s)]
+
+
 @dataclass
 class HeadlessResult:
     """Where a headless run wrote its outputs, and what it measured."""
@@ -113,7 +123,7 @@ def plot_signals(data: np.ndarray, times: np.ndarray, ch_names: Sequence[str], u
 def run_headless(engine: WorldEngine, out_dir: str | Path,
                  route: Sequence[tuple[str, float]] = DEFAULT_ROUTE,
                  acquisition: Acquisition | None = None, realtime: bool = True,
-                 progress: bool = True) -> HeadlessResult:
+                 progress: bool = True, steering=None) -> HeadlessResult:
     """Drive ``engine`` along ``route`` and write the results into ``out_dir``.
 
     Parameters
@@ -131,6 +141,12 @@ def run_headless(engine: WorldEngine, out_dir: str | Path,
         False runs as fast as the engine can.
     progress : bool
         Show a progress bar.
+    steering : gui.steering.Steering or None
+        With a decoder: the route is what the participant intends (a simulated participant
+        imagines the class mapped to each step's action; anyone else is free), and the world
+        does what the decoder and policy decide. The log then holds the intended action of each
+        step beside every decoded command and the action the world took; the summary says how
+        often they agreed.
     """
     steps = parse_route(route)
     folder = Path(out_dir)
@@ -150,22 +166,39 @@ def run_headless(engine: WorldEngine, out_dir: str | Path,
     watches = ([SourceWatch(acquisition), QualityWatch(acquisition.buffer, acquisition.info)]
                if acquisition is not None else [])
     interrupted = False
+    agree = ticks = moving = agree_moving = 0
     try:
         for action, seconds in steps:
             n_frames = int(round(seconds * engine.frame_rate))
-            log.log("action", action=str(action), index=action.index, origin="route")
+            log.log("intent" if steering is not None else "action", action=str(action),
+                    index=action.index, origin="route")
+            if steering is not None and steering.keys_drive_intent:
+                steering.keyboard(action, local_clock())  # the participant imagines it
             produced = 0
             while produced < n_frames:
+                taken = action
+                if steering is not None:
+                    tick = steering.tick(local_clock())
+                    taken = tick.output.action
+                    for out in tick.policy:
+                        if out.command is not None:
+                            log.log("command", action=str(out.command), cls=out.candidate,
+                                    intended=str(action), t=out.timestamp)
+                    agree += int(taken == action)
+                    if not action.is_idle:
+                        moving += 1
+                        agree_moving += int(taken == action)
                 t0 = time.perf_counter()
-                chunk = engine.step(action)
+                chunk = engine.step(taken)
                 gen_seconds += time.perf_counter() - t0
                 collisions += int(bool(chunk.info.get("collided", False)))
                 for i in range(len(chunk)):
                     frames.append(chunk.frames[i])
-                    labels.append(str(action))
+                    labels.append(str(taken))
                     pose = chunk.poses[i]
                     log.log("frame", index=len(frames) - 1, world_time=float(chunk.timestamps[i]),
-                            action=str(action), position=pose[:3, 3].round(4).tolist())
+                            action=str(taken), position=pose[:3, 3].round(4).tolist())
+                ticks += 1
                 produced += len(chunk)
                 bar.update(len(chunk))
                 for watch in watches:
@@ -196,6 +229,10 @@ def run_headless(engine: WorldEngine, out_dir: str | Path,
         "collisions": collisions, "resolution": [engine.height, engine.width],
         "interrupted": interrupted,
     }
+    if steering is not None:  # how often the world did what the participant meant
+        summary["decoder_agreement"] = round(agree / max(ticks, 1), 3)
+        # While the participant meant to move (standing still alone scores the rest frames).
+        summary["decoder_agreement_moving"] = round(agree_moving / max(moving, 1), 3)
     if acquisition is not None:
         data, ts = acquisition.buffer.latest()
         during = ts >= lsl_start  # only what was acquired while the route ran

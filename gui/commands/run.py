@@ -80,9 +80,6 @@ def run(args: argparse.Namespace) -> int:
     headless = (not has_display()) if opts.headless is None else opts.headless
     if not headless:
         return run_window(opts)
-    if opts.decoder is not None:
-        raise ValueError("--decoder steers the world in the window; a headless run follows its "
-                         "scripted route. Run with a display (or under xvfb-run) to use it.")
     result = run_headless_session(opts)
     s = result.summary
     print(f"headless run: {s['frames']} frames of the {s['world']} world "
@@ -92,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     if result.signals:
         print(f"  signals:       {result.signals}")
     print(f"  session log:   {result.log}")
+    if "decoder_agreement" in s:
+        print(f"  decoder:       the world did what the participant intended in "
+              f"{s['decoder_agreement']:.0%} of the frames "
+              f"({s['decoder_agreement_moving']:.0%} of those meant to move)")
     if s.get("interrupted"):
         print("  (interrupted: the outputs hold the route up to the stop)")
         return 130
