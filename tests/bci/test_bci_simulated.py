@@ -11,6 +11,7 @@ import pytest
 from scipy import signal
 
 from bci.simulated import (
+    EASY_PRESET,
     IntentScript,
     ParticipantConfig,
     ParticipantStream,
@@ -74,11 +75,14 @@ def test_channels_are_correlated_by_volume_conduction():
 
 
 def test_erd_over_contralateral_motor_cortex():
+    # The topography itself, on the easy preset: the realistic default moves and tilts the
+    # sources per person and lets attempts fail (tests/bci/test_bci_simulated_realism.py).
     mu = (8.0, 13.0)
-    rest, names = _segment("rest")
-    left, _ = _segment("left_hand")
-    right, _ = _segment("right_hand")
-    feet, _ = _segment("feet")
+    easy = EASY_PRESET
+    rest, names = _segment("rest", **easy)
+    left, _ = _segment("left_hand", **easy)
+    right, _ = _segment("right_hand", **easy)
+    feet, _ = _segment("feet", **easy)
     c3, cz, c4 = (names.index(c) for c in ("C3", "Cz", "C4"))
     assert _band_power(right[c3], *mu) < 0.6 * _band_power(rest[c3], *mu)
     assert _band_power(left[c4], *mu) < 0.6 * _band_power(rest[c4], *mu)
@@ -182,7 +186,7 @@ def test_simulate_run_events_and_validation():
         simulate_run([(9.0, 3.0, "feet")], total_s=10.0)
 
 
-def _cued_run(classes, n_per, seed, snr=1.0):
+def _cued_run(classes, n_per, seed, snr=1.0, easy=False):
     rng = np.random.default_rng(seed)
     labels = np.repeat(classes, n_per)
     rng.shuffle(labels)
@@ -190,17 +194,18 @@ def _cued_run(classes, n_per, seed, snr=1.0):
     for label in labels:
         cues.append((t, 4.0, str(label)))
         t += 4.0 + rng.uniform(2.0, 3.0)
-    return simulate_run(cues, t + 1.0, ParticipantConfig(snr=snr), seed=seed)
+    config = ParticipantConfig.easy(snr=snr) if easy else ParticipantConfig(snr=snr)
+    return simulate_run(cues, t + 1.0, config, seed=seed)
 
 
-def _csp_lda_accuracy(classes, snr: float = 1.0) -> float:
+def _csp_lda_accuracy(classes, snr: float = 1.0, easy: bool = False) -> float:
     from mne.decoding import CSP
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from threadpoolctl import threadpool_limits
 
-    data, info, events = _cued_run(classes, n_per=15, seed=0, snr=snr)
+    data, info, events = _cued_run(classes, n_per=15, seed=0, snr=snr, easy=easy)
     sos = signal.butter(4, [8, 30], btype="band", fs=info.sfreq, output="sos")
     x = signal.sosfiltfilt(sos, data, axis=1)
     win = (int(0.5 * info.sfreq), int(3.0 * info.sfreq))  # 2.5 s windows
@@ -216,8 +221,9 @@ def _csp_lda_accuracy(classes, snr: float = 1.0) -> float:
 
 @pytest.mark.parametrize("classes", [("left_hand", "right_hand", "feet"),
                                      ("rest", "left_hand", "right_hand")])
-def test_csp_lda_decodes_three_classes_at_default_snr(classes):
-    assert _csp_lda_accuracy(classes) >= 0.9
+def test_easy_preset_decodes_three_classes_at_default_snr(classes):
+    # the easy preset is the near-perfect participant that plumbing tests rely on
+    assert _csp_lda_accuracy(classes, easy=True) >= 0.9
 
 
 def test_zero_snr_removes_the_task_signal():

@@ -37,7 +37,10 @@ def test_headless_calibration_to_bundle_decodes_fresh_run(tmp_path):
     train = train_decoder([tmp_path / "calib"],
                           TrainingConfig(pipelines=["csp_lda", "mdm"], tmin=0.5, tmax=2.5),
                           progress=False)
-    assert train.results[0].cv["accuracy"] >= 0.9
+    # Three classes (chance 1/3) from a participant about as hard as a person: well above
+    # chance, not the near-perfect score of an easy simulation (0.82 measured).
+    cv = train.results[0].cv["accuracy"]
+    assert 0.6 <= cv < 0.95, cv
     path = save_bundle(train.bundle, tmp_path / "decoder.zip")
     bundle = load_bundle(path)
     assert bundle.classes == tuple(sorted(CLASSES))
@@ -57,7 +60,9 @@ def test_headless_calibration_to_bundle_decodes_fresh_run(tmp_path):
         truth.append(label)
         predicted.append(bundle.classes[int(np.argmax(proba))])
     accuracy = np.mean(np.array(truth) == np.array(predicted))
-    assert accuracy >= 0.9, accuracy
+    # 30 fresh trials, chance 1/3 (p < 0.05 from 15 right); 0.57 measured: a little below the
+    # cross-validated figure, as the participant drifts between calibration and use
+    assert accuracy >= 0.5, accuracy
 
 
 def test_offline_session_writes_a_trainable_recording(tmp_path):

@@ -55,11 +55,11 @@ def test_recentering_moves_a_shifted_session_back(sessions):
         res = cross_session_accuracy(bundle, shifted, sources=("rest", "all"))
         assert res["n_trials"] == 20 and res["n_windows_rest"] == 80
         # The mixing breaks the decoder (chance, 0.5, measured); re-centring from the rest
-        # periods alone (no labels) brings it back to within two trials of the unshifted
-        # session (1.0 measured).
-        assert res["rest"] >= res["before"] + 0.3, (name, res)
-        assert res["all"] >= res["before"] + 0.3, (name, res)
-        assert res["rest"] >= ok["before"] - 0.1, (name, res, ok)
+        # periods alone (no labels) brings most of it back: 0.70-0.75 measured, against 0.80
+        # on the unshifted session of this realistic participant (20 trials: 0.05 = 1 trial).
+        assert res["rest"] >= res["before"] + 0.15, (name, res)
+        assert res["all"] >= res["before"] + 0.15, (name, res)
+        assert res["rest"] >= ok["before"] - 0.15, (name, res, ok)
 
 
 def test_reference_equal_to_training_mean_changes_nothing(sessions):

@@ -28,7 +28,10 @@ LONG_REST_S = 150.0
 
 @pytest.mark.slow
 def test_closed_loop_over_lsl(tmp_path):
-    cfg = ParticipantConfig(sfreq=160.0, montage=MOTOR_MONTAGE, speed=SPEED)
+    # Plumbing (LSL both ways, stream loss, timing), so the easy preset: its decoder is right
+    # nearly always, and a wrong command here means a broken path. How the loop fares on a
+    # participant as hard as a person: tests/bci/test_bci_simulated_realism.py.
+    cfg = ParticipantConfig.easy(sfreq=160.0, montage=MOTOR_MONTAGE, speed=SPEED)
     part = SimulatedParticipant(cfg, seed=7)
     bundle = calibrate_participant(part)
     # The decoder travels as a bundle file, as it would from calibration to control.
