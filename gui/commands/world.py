@@ -150,6 +150,29 @@ def add_parser(sub) -> None:
                    help="--honest: chunks per long walk (reported in windows of 16)")
     e.set_defaults(func=run_eval)
 
+    v = ws.add_parser("serve", help="serve world engines over a WebSocket API",
+                      description="Run the world service (world/service.py): sessions open a "
+                                  "sandbox or MVDT world over a WebSocket at /ws, send actions "
+                                  "and receive frames; GET / is a browser viewer. Binds to "
+                                  "127.0.0.1 unless --host says otherwise; any other address "
+                                  "needs a token.")
+    v.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 (every interface) or any address other "
+                        "than loopback requires --token (default: 127.0.0.1)")
+    v.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port)")
+    v.add_argument("--token", default=None,
+                   help="token every client must send (default: $YUME_WORLD_TOKEN); required "
+                        "off localhost")
+    v.add_argument("--engines", default="sandbox,mvdt", help="engines sessions may open")
+    v.add_argument("--checkpoint", default=None, help="MVDT checkpoint folder (default: shipped)")
+    v.add_argument("--device", default="cpu", help="torch device of MVDT sessions (cpu, cuda)")
+    v.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    v.add_argument("--max-sessions", type=int, default=4, help="sessions open at once")
+    v.add_argument("--max-side", type=int, default=1024, help="largest frame height or width")
+    v.add_argument("--max-upload-mb", type=float, default=8.0,
+                   help="largest start image or clip, in MiB")
+    v.set_defaults(func=run_serve)
+
 
 def run_data(args: argparse.Namespace) -> int:
     from world.data import WalkPolicy, write_dataset
@@ -293,4 +316,24 @@ def _run_honest(args: argparse.Namespace, model, codec, idm, cfg) -> int:
     Path(args.out, "honest.json").write_text(json.dumps(results, indent=1))
     print(format_honest_table(results))
     print(f"{results['seconds']:.0f} s; wrote {Path(args.out) / 'honest.json'}, drive.png")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from world.service import ServiceConfig, WorldService
+
+    token = args.token if args.token is not None else os.environ.get("YUME_WORLD_TOKEN")
+    cfg = ServiceConfig(  # refuses a non-loopback host without a token (one sentence)
+        host=args.host, port=args.port, token=token or None,
+        engines=tuple(e.strip().lower() for e in args.engines.split(",") if e.strip()),
+        checkpoint=Path(args.checkpoint) if args.checkpoint else None, device=args.device,
+        torch_threads=args.threads, max_sessions=args.max_sessions, max_side=args.max_side,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    service = WorldService(cfg)
+    port = service.bind()
+    print(f"world service on {cfg.host}:{port}: WebSocket at /ws, viewer at "
+          f"http://{cfg.host}:{port}/ (Ctrl+C stops)", flush=True)
+    service.serve_forever()
     return 0

@@ -1,0 +1,1015 @@
+"""The world service: any world engine behind a WebSocket API (FastAPI + uvicorn).
+
+``yume world serve`` runs it; :class:`world.service_client.WorldClient` talks to it; ``GET /``
+is a minimal browser viewer.
+
+Protocol (one WebSocket per session, at ``/ws``)
+------------------------------------------------
+The client sends JSON text messages:
+
+- ``{"type": "open", "engine": "sandbox", "seed": 3, "height": 64, "width": 64}`` opens the
+  session. Optional fields: ``"image"`` (base64 of a PNG/JPEG... start picture), ``"clip"``
+  (base64 of an animated GIF/PNG/WebP or multi-page TIFF; the world starts from its last frame),
+  ``"format"`` (``"raw"``, the default, or ``"png"``: how frames are sent), ``"pace"`` (true,
+  the default: frames leave at the world's frame rate; false: as fast as the engine generates
+  them), ``"frame_rate"`` (frames per second of world time) and ``"frames_per_step"``
+  (sandbox only). The service answers ``{"type": "opened", ...}`` and then sends the first frame.
+- ``{"type": "action", "action": "W+A ←"}`` sets the action (parsed with
+  :func:`control.actions.parse_action`); the newest action wins. The idle action ``"·"``
+  pauses the world (no frames are generated).
+- ``{"type": "stats"}`` asks for ``{"type": "stats", "generated", "sent", "dropped", ...}``.
+- ``{"type": "close"}`` ends the session (closing the socket does too).
+
+Frames come back as binary messages: a :data:`HEADER` (chunk id, frame index, world time,
+generation and send times, camera pose, frames dropped so far) followed by the pixels, raw RGB
+(``height * width * 3`` bytes) or a PNG file. Bad requests get ``{"type": "error", "message":
+...}`` with one sentence, and the session (and the service) stays up.
+
+Each session runs its engine in its own threads (one generates, one releases frames at the
+world's pace), so the event loop never waits for an engine. Frames for a client wait in a
+queue of :attr:`ServiceConfig.queue_frames` (2) frames: when the client does not keep up, the
+oldest is dropped and counted, so a slow client never slows generation for itself or anyone
+else.
+
+Security: the service binds to 127.0.0.1 unless told otherwise, and refuses to start on any
+other address without a token; when a token is set every client must send it
+(``Authorization: Bearer TOKEN`` or ``?token=TOKEN``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import io
+import ipaddress
+import json
+import logging
+import queue
+import socket
+import struct
+import threading
+import time
+import warnings
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, WebSocket
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from PIL import Image, ImageSequence, UnidentifiedImageError
+from starlette.websockets import WebSocketDisconnect
+
+from control.actions import IDLE, Action, ActionError, parse_action
+from world.base import Chunk, WorldEngine, WorldError
+from world.images import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, load_image
+from world.registry import available_worlds, make_world
+
+logger = logging.getLogger(__name__)
+
+WS_PATH = "/ws"
+MAGIC = b"YUMF"
+VERSION = 1
+FORMATS = {"raw": 0, "png": 1}
+# Little-endian, no padding: magic, version, format, height, width, chunk id, frame index,
+# frame within chunk, action index (0-80), world time (s), generated (server Unix time when the
+# chunk was ready), sent (server Unix time when the frame was handed to the socket), the 4x4
+# camera-to-world pose (row-major), frames this client has lost so far. 178 bytes.
+HEADER = struct.Struct("<4sBBHHIIHBddd16dI")
+_SENT_OFFSET = struct.calcsize("<4sBBHHIIHBdd")
+_DROPPED_OFFSET = HEADER.size - 4
+OPEN_FIELDS = frozenset({"type", "engine", "seed", "height", "width", "image", "clip", "format",
+                         "pace", "frame_rate", "frames_per_step"})
+MAX_CLIP_FRAMES = 256
+
+
+class ServiceError(ValueError):
+    """A request or a configuration the service refuses, with a sentence saying why."""
+
+
+def is_loopback(host: str) -> bool:
+    """True if ``host`` names only this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    name = str(host).strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False  # a host name or a wildcard: reachable from elsewhere
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to serve on a non-loopback address without a token.
+
+    Raises
+    ------
+    ServiceError
+        If ``host`` is not a loopback address and ``token`` is empty.
+    """
+    if not is_loopback(host) and not (token or "").strip():
+        raise ServiceError(
+            f"Serving on {host} makes the world reachable from other machines; set a token "
+            "with --token or YUME_WORLD_TOKEN, or bind to 127.0.0.1.")
+
+
+@dataclass
+class ServiceConfig:
+    """Address, access and limits of a :class:`WorldService`.
+
+    Attributes
+    ----------
+    host, port : str, int
+        Where to listen (port 0: any free port; see :attr:`WorldService.port`).
+    token : str or None
+        Required from every client when set; mandatory on a non-loopback ``host``.
+    engines : tuple of str
+        Engines a session may open (names of :func:`world.registry.available_worlds`).
+    checkpoint : path or None
+        MVDT checkpoint folder (default: the shipped one).
+    device : str
+        Torch device of MVDT sessions.
+    torch_threads : int
+        Torch CPU threads (shared by all MVDT sessions of the process).
+    max_sessions : int
+        Sessions open at once; one more is refused with an error.
+    max_side : int
+        Largest frame height or width a session may ask for.
+    max_upload_bytes : int
+        Largest start image or clip (decoded bytes).
+    queue_frames : int
+        Frames that may wait for a client; beyond that the oldest is dropped.
+    socket_buffer : int or None
+        Kernel send/receive buffer of each connection in bytes (None: the kernel's
+        auto-tuning, which lets several megabytes pile up for a slow client before frames are
+        dropped).
+    open_timeout : float
+        Seconds a new connection has to send its ``open`` request.
+    ping_interval : float
+        Seconds between WebSocket pings (a client that stops answering is disconnected).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    engines: tuple[str, ...] = ("sandbox", "mvdt")
+    checkpoint: Path | None = None
+    device: str = "cpu"
+    torch_threads: int = 1
+    max_sessions: int = 4
+    max_side: int = 1024
+    max_upload_bytes: int = 8 * 1024 * 1024
+    queue_frames: int = 2
+    socket_buffer: int | None = 256 * 1024
+    open_timeout: float = 10.0
+    ping_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_bind(self.host, self.token)
+        unknown = set(self.engines) - set(available_worlds())
+        if unknown:
+            raise ServiceError(f"Unknown engine(s) {', '.join(sorted(unknown))}; choose from "
+                               f"{', '.join(available_worlds())}.")
+        for name in ("max_sessions", "max_side", "max_upload_bytes", "queue_frames",
+                     "torch_threads"):
+            if int(getattr(self, name)) < 1:
+                raise ServiceError(f"{name} must be at least 1, got {getattr(self, name)}.")
+
+
+# ---------------------------------------------------------------------------- frames
+
+
+def encode_frame(image: np.ndarray, pose: np.ndarray, *, chunk: int, index: int, offset: int,
+                 action: Action, world_time: float, generated: float,
+                 fmt: str = "raw") -> bytearray:
+    """One frame as a binary message: :data:`HEADER` then raw RGB or PNG bytes.
+
+    The ``sent`` time and the dropped count are filled in when the frame is sent
+    (:func:`stamp_frame`).
+    """
+    h, w = image.shape[:2]
+    header = HEADER.pack(MAGIC, VERSION, FORMATS[fmt], h, w, chunk, index, offset,
+                         action.index, world_time, generated, 0.0,
+                         *np.asarray(pose, dtype=np.float64).reshape(16), 0)
+    if fmt == "png":
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", compress_level=1)
+        payload = buf.getvalue()
+    else:
+        payload = np.ascontiguousarray(image, dtype=np.uint8).tobytes()
+    out = bytearray(header)
+    out += payload
+    return out
+
+
+def stamp_frame(data: bytearray, sent: float, dropped: int) -> None:
+    """Write the send time and the dropped count into an encoded frame."""
+    struct.pack_into("<d", data, _SENT_OFFSET, sent)
+    struct.pack_into("<I", data, _DROPPED_OFFSET, min(int(dropped), 2**32 - 1))
+
+
+@dataclass
+class FrameHeader:
+    """The decoded :data:`HEADER` of a frame message."""
+
+    format: str
+    height: int
+    width: int
+    chunk: int
+    index: int
+    offset: int
+    action: Action
+    world_time: float
+    generated: float
+    sent: float
+    pose: np.ndarray
+    dropped: int
+
+
+def decode_frame(data: bytes) -> tuple[FrameHeader, np.ndarray]:
+    """Split a frame message into its header and its ``(H, W, 3)`` uint8 image.
+
+    Raises
+    ------
+    ServiceError
+        If the message is not a frame of this protocol.
+    """
+    if len(data) < HEADER.size or data[:4] != MAGIC:
+        raise ServiceError("The message is not a world frame (bad magic or too short).")
+    fields = HEADER.unpack_from(data)
+    if fields[1] != VERSION:
+        raise ServiceError(f"Frame version {fields[1]} is not {VERSION}; update the client.")
+    fmt = {v: k for k, v in FORMATS.items()}.get(fields[2], "?")
+    h, w = fields[3], fields[4]
+    payload = memoryview(data)[HEADER.size:]
+    if fmt == "raw":
+        if len(payload) != h * w * 3:
+            raise ServiceError(f"A raw {h}x{w} frame needs {h * w * 3} bytes, got {len(payload)}.")
+        image = np.frombuffer(payload, dtype=np.uint8).reshape(h, w, 3)
+    elif fmt == "png":
+        image = np.asarray(Image.open(io.BytesIO(payload)).convert("RGB"))
+    else:
+        raise ServiceError(f"Unknown frame format {fields[2]}.")
+    head = FrameHeader(fmt, h, w, fields[5], fields[6], fields[7], Action.from_index(fields[8]),
+                       fields[9], fields[10], fields[11],
+                       np.asarray(fields[12:28], dtype=np.float64).reshape(4, 4), fields[28])
+    return head, image
+
+
+# ---------------------------------------------------------------------------- requests
+
+
+def _whole(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ServiceError(f"{name} must be a whole number, got {value!r}.")
+    if not low <= int(value) <= high:
+        raise ServiceError(f"{name} {int(value)} is out of range; it must lie between {low} and "
+                           f"{high}.")
+    return int(value)
+
+
+def _b64(text: Any, what: str, limit: int) -> bytes:
+    if not isinstance(text, str):
+        raise ServiceError(f"The {what} must be a base64 string, not {type(text).__name__}.")
+    if len(text) > 4 * (limit // 3 + 2):  # refuse before decoding anything
+        raise ServiceError(f"The {what} is larger than the {limit // 1024} KiB this service "
+                           "accepts; send a smaller file.")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ServiceError(f"The {what} is not valid base64; encode the file's bytes with "
+                           "base64.") from None
+    if len(data) > limit:
+        raise ServiceError(f"The {what} is larger than the {limit // 1024} KiB this service "
+                           "accepts; send a smaller file.")
+    return data
+
+
+def _open_picture(data: bytes, what: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            w, h = im.size
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        raise ServiceError(f"The {what} is not an image file Pillow can read; send a PNG or "
+                           "JPEG.") from None
+    if h < MIN_IMAGE_SIDE or w < MIN_IMAGE_SIDE or h * w > MAX_IMAGE_PIXELS:
+        raise ServiceError(f"The {what} of {w}x{h} pixels is out of range; send one between "
+                           f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} and "
+                           f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels.")
+    return im
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Uploaded image bytes as an ``(H, W, 3)`` uint8 array (size checked before decoding)."""
+    im = _open_picture(data, "image")
+    try:
+        im.load()
+        return load_image(im)
+    except WorldError as err:
+        raise ServiceError(str(err)) from None
+    except (OSError, ValueError):
+        raise ServiceError("The image file is damaged or truncated; send a complete PNG or "
+                           "JPEG.") from None
+
+
+def decode_clip(data: bytes) -> list[np.ndarray]:
+    """The frames of an uploaded clip (animated GIF/PNG/WebP, multi-page TIFF)."""
+    im = _open_picture(data, "clip")
+    frames = []
+    try:
+        for i, page in enumerate(ImageSequence.Iterator(im)):
+            if i >= MAX_CLIP_FRAMES:
+                raise ServiceError(f"The clip has more than {MAX_CLIP_FRAMES} frames; send a "
+                                   "shorter one.")
+            frames.append(load_image(page.convert("RGB")))
+    except WorldError as err:
+        raise ServiceError(str(err)) from None
+    except (OSError, ValueError):
+        raise ServiceError("The clip file is damaged or truncated; send a complete animated "
+                           "GIF, PNG or WebP.") from None
+    return frames
+
+
+@dataclass
+class OpenRequest:
+    """A validated ``open`` request."""
+
+    engine: str
+    seed: int | None = None
+    height: int = 64
+    width: int = 64
+    image: np.ndarray | None = None
+    clip_frames: int = 0
+    format: str = "raw"
+    pace: bool = True
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_open(msg: dict, config: ServiceConfig) -> OpenRequest:
+    """Validate an ``open`` message against the service's limits.
+
+    Raises
+    ------
+    ServiceError
+        With one sentence on the first problem found.
+    """
+    unknown = set(msg) - OPEN_FIELDS
+    if unknown:
+        raise ServiceError(f"Unknown open field(s) {', '.join(sorted(unknown))}; the fields are "
+                           f"{', '.join(sorted(OPEN_FIELDS - {'type'}))}.")
+    engine = str(msg.get("engine", "sandbox")).strip().lower()
+    if engine not in config.engines:
+        raise ServiceError(f"Unknown engine {msg.get('engine')!r}; this service runs "
+                           f"{', '.join(config.engines)}.")
+    req = OpenRequest(engine=engine)
+    if msg.get("seed") is not None:
+        req.seed = _whole(msg["seed"], "seed", 0, 2**31 - 1)
+    req.height = _whole(msg.get("height", 64), "height", MIN_IMAGE_SIDE, config.max_side)
+    req.width = _whole(msg.get("width", 64), "width", MIN_IMAGE_SIDE, config.max_side)
+    fmt = msg.get("format", "raw")
+    if fmt not in FORMATS:
+        raise ServiceError(f"Unknown frame format {fmt!r}; choose raw or png.")
+    req.format = fmt
+    pace = msg.get("pace", True)
+    if not isinstance(pace, bool):
+        raise ServiceError(f"pace must be true or false, got {pace!r}.")
+    req.pace = pace
+    if msg.get("frame_rate") is not None:
+        rate = msg["frame_rate"]
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 1 <= rate <= 240:
+            raise ServiceError(f"frame_rate must be a number of frames per second between 1 "
+                               f"and 240, got {rate!r}.")
+        req.engine_kwargs["frame_rate"] = float(rate)
+    if msg.get("frames_per_step") is not None:
+        if engine != "sandbox":
+            raise ServiceError("frames_per_step is fixed by the MVDT model; leave it out.")
+        req.engine_kwargs["frames_per_step"] = _whole(msg["frames_per_step"], "frames_per_step",
+                                                      1, 64)
+    if msg.get("image") is not None and msg.get("clip") is not None:
+        raise ServiceError("Send a start image or a clip, not both.")
+    if msg.get("image") is not None:
+        req.image = decode_image(_b64(msg["image"], "image", config.max_upload_bytes))
+    elif msg.get("clip") is not None:
+        frames = decode_clip(_b64(msg["clip"], "clip", config.max_upload_bytes))
+        req.image, req.clip_frames = frames[-1], len(frames)
+    return req
+
+
+# ---------------------------------------------------------------------------- sessions
+
+
+class Session:
+    """One client's world: its engine, generation and pacing threads and its frame queue.
+
+    Parameters
+    ----------
+    sid : int
+        Session number (for logs and stats).
+    engine : WorldEngine
+        The world, already reset.
+    first : Chunk
+        The reset chunk, sent first.
+    loop : asyncio.AbstractEventLoop
+        The event loop of the connection; frames are handed to it thread-safely.
+    fmt : str
+        ``"raw"`` or ``"png"``.
+    pace : bool
+        Release frames at the world's frame rate (True) or as they are generated.
+    queue_frames : int
+        Frames that may wait for the client before the oldest is dropped (unpaced: at least
+        one chunk).
+    """
+
+    def __init__(self, sid: int, engine: WorldEngine, first: Chunk,
+                 loop: asyncio.AbstractEventLoop, fmt: str = "raw", pace: bool = True,
+                 queue_frames: int = 2) -> None:
+        self.sid = sid
+        self.engine = engine
+        self.fmt = fmt
+        self.pace = pace
+        self.loop = loop
+        self.outbox: deque[bytearray] = deque()
+        self._out_lock = threading.Lock()
+        self._wake_pending = False
+        # Unpaced, a whole chunk arrives at once: the queue holds at least one chunk.
+        self.queue_frames = int(queue_frames) if pace else max(int(queue_frames),
+                                                               int(engine.frames_per_step))
+        self.ready = asyncio.Event()
+        self.generated = 0
+        self.sent = 0
+        self.dropped = 0
+        self.chunks = 0
+        self.error: str | None = None
+        self._action = IDLE
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        # The next chunk, generated while the current one plays (never more than one ahead).
+        self._chunks: queue.Queue = queue.Queue(maxsize=1)
+        self._taken = threading.Event()
+        self._taken.set()
+        self._next_due = 0.0  # perf_counter time the next chunk's first frame is due
+        self._threads: list[threading.Thread] = []
+        self._first = first
+        seed = first.info.get("seed")
+        self.seed = None if seed is None else int(seed)
+        self.clip_frames = 0  # frames of the clip the session was opened from
+
+    # -- called on the event loop
+    def start(self) -> None:
+        """Queue the first frame and start the generation and pacing threads."""
+        f = self._first
+        self._post(encode_frame(f.frames[0], f.poses[0], chunk=0, index=0, offset=0,
+                                action=IDLE, world_time=float(f.timestamps[0]),
+                                generated=time.time(), fmt=self.fmt))
+        for target, name in ((self._generate, "gen"), (self._release, "pace")):
+            t = threading.Thread(target=target, name=f"world-session-{self.sid}-{name}",
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _post(self, data: bytearray) -> None:
+        """Append a frame for the client, dropping the oldest beyond the queue's size.
+
+        Called from the pacing thread (and once from the event loop); the event loop is woken
+        once per batch of frames, not once per frame.
+        """
+        with self._out_lock:
+            self.generated += 1
+            self.outbox.append(data)
+            while len(self.outbox) > self.queue_frames:
+                self.outbox.popleft()
+                self.dropped += 1
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:
+            self._to_loop(self._wake_sender)
+
+    def _wake_sender(self) -> None:
+        with self._out_lock:
+            self._wake_pending = False
+        self.ready.set()
+
+    def pop(self) -> bytearray | None:
+        """The oldest frame waiting for the client, or None."""
+        with self._out_lock:
+            return self.outbox.popleft() if self.outbox else None
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.ready.set()
+
+    # -- called from any thread
+    @property
+    def action(self) -> Action:
+        """The action the next chunk is generated with."""
+        with self._lock:
+            return self._action
+
+    def set_action(self, action: Action) -> None:
+        """Make ``action`` the newest action (it replaces any other not yet used)."""
+        with self._lock:
+            self._action = action
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop the threads and release the engine (blocks up to a few seconds)."""
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(timeout=10.0)
+        self._threads = []
+        try:
+            self.engine.close()
+        except Exception:  # closing must not take the service down
+            logger.exception("closing world session %d", self.sid)
+
+    def _to_loop(self, fn, *args) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: the service is ending
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    # -- worker threads
+    def _generate(self) -> None:
+        """Step the engine, one chunk ahead of the one being played and as late as possible.
+
+        A chunk is started when the pacer takes the previous one, but not before its frames
+        would be due minus the expected generation time: the action is read at the last moment,
+        so a fast engine (the sandbox) answers within about a frame, while a slow one (MVDT on
+        a CPU) generates the next chunk while the current one plays.
+        """
+        estimate = 0.0  # seconds per chunk, decaying from the slowest recent one
+        while not self._stop.is_set():
+            if not self._taken.wait(0.1):
+                continue
+            if self.pace:
+                start = self._next_due - (1.5 * estimate + 0.004)
+                delay = start - time.perf_counter()
+                if delay > 0 and self._stop.wait(min(delay, 2.0)):
+                    return
+            action = self.action
+            if action.is_idle:
+                self._wake.wait(0.1)
+                self._wake.clear()
+                continue
+            self._taken.clear()
+            t0 = time.perf_counter()
+            try:
+                chunk = self.engine.step(action)
+            except Exception as err:  # the service stays up; the client gets the sentence
+                logger.exception("world session %d failed", self.sid)
+                self._to_loop(self._fail, f"The world engine failed: {err}")
+                return
+            dt = time.perf_counter() - t0
+            estimate = dt if dt > estimate else 0.9 * estimate + 0.1 * dt
+            self.chunks += 1
+            self._chunks.put((self.chunks, chunk, time.time()))
+
+    def _release(self) -> None:
+        """Hand the frames of each chunk to the event loop at the world's frame rate."""
+        ref: tuple[float, float] | None = None  # (perf_counter, world time) of the last frame
+        index = 0
+        while not self._stop.is_set():
+            try:
+                chunk_id, chunk, done = self._chunks.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            stamps = np.asarray(chunk.timestamps, dtype=np.float64)
+            now = time.perf_counter()
+            if self.pace:
+                rate = float(self.engine.frame_rate)
+                base = now if ref is None else ref[0] + (stamps[0] - ref[1])
+                if base < now - 1.0 / rate or base > now + 2.0:  # late (paused), or a jump
+                    base = now
+                dues = base + (stamps - stamps[0])
+                self._next_due = float(dues[-1]) + 1.0 / rate
+            else:
+                dues = np.full(len(stamps), now)
+                self._next_due = now
+            self._taken.set()  # the generator may start on the next chunk
+            for i in range(len(chunk)):
+                wait = dues[i] - time.perf_counter()
+                if wait > 0 and self._stop.wait(wait):
+                    return
+                index += 1
+                data = encode_frame(chunk.frames[i], chunk.poses[i], chunk=chunk_id, index=index,
+                                    offset=i, action=chunk.action, world_time=float(stamps[i]),
+                                    generated=done, fmt=self.fmt)
+                self._post(data)
+            if self.pace:
+                ref = (float(dues[-1]), float(stamps[-1]))
+
+    def stats(self) -> dict:
+        """Counts of this session (frames generated, sent and dropped, chunks)."""
+        return {"type": "stats", "session": self.sid, "engine": self.engine.name,
+                "generated": self.generated, "sent": self.sent, "dropped": self.dropped,
+                "chunks": self.chunks, "action": str(self.action)}
+
+
+# ---------------------------------------------------------------------------- the app
+
+
+def _viewer_html() -> str:
+    return _VIEWER.replace("@WS_PATH@", WS_PATH)
+
+
+class WorldService:
+    """The FastAPI app and its uvicorn server.
+
+    Parameters
+    ----------
+    config : ServiceConfig
+        Address, token and limits.
+
+    Examples
+    --------
+    >>> service = WorldService(ServiceConfig(port=0)).start()   # doctest: +SKIP
+    >>> service.url                                              # doctest: +SKIP
+    'ws://127.0.0.1:40123/ws'
+    >>> service.stop()                                           # doctest: +SKIP
+    """
+
+    def __init__(self, config: ServiceConfig | None = None) -> None:
+        self.config = config or ServiceConfig()
+        self.sessions: dict[int, Session] = {}
+        self._opening = 0
+        self._next_id = 1
+        self.app = self._build_app()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self.port: int = int(self.config.port)
+
+    # -- network
+    def bind(self) -> int:
+        """Open the listening socket (once); returns the port (useful with port 0)."""
+        if self._socket is None:
+            self._socket = self._bind()
+        return self.port
+
+    def _bind(self) -> socket.socket:
+        cfg = self.config
+        family = socket.AF_INET6 if ":" in cfg.host.strip("[]") else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if cfg.socket_buffer:
+            # Accepted connections inherit these: a slow client then fills a small kernel
+            # buffer quickly and loses frames from the queue instead of megabytes of delay.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, int(cfg.socket_buffer))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, int(cfg.socket_buffer))
+        try:
+            sock.bind((cfg.host.strip("[]"), int(cfg.port)))
+        except OSError as err:
+            sock.close()
+            raise ServiceError(f"Cannot listen on {cfg.host}:{cfg.port} ({err.strerror}); "
+                               "choose another --port or --host.") from None
+        sock.listen(64)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def _uvicorn(self) -> uvicorn.Server:
+        cfg = self.config
+        upload = 4 * (cfg.max_upload_bytes // 3 + 2)
+        config = uvicorn.Config(
+            self.app, log_level="warning", lifespan="off", ws="websockets-sansio",
+            # An open request carries the base64 upload; room for the JSON around it, and a
+            # message past twice the upload limit is closed with 1009 (too big) unread.
+            ws_max_size=2 * upload + 64 * 1024,
+            ws_ping_interval=cfg.ping_interval, ws_ping_timeout=2 * cfg.ping_interval,
+            ws_per_message_deflate=False,  # zlib on every frame costs more than loopback saves
+            timeout_graceful_shutdown=2)
+        return uvicorn.Server(config)
+
+    @property
+    def url(self) -> str:
+        """The WebSocket address of the service (``ws://host:port/ws``)."""
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"ws://{host}:{self.port}{WS_PATH}"
+
+    def start(self) -> WorldService:
+        """Serve in a background thread; returns once the port accepts connections."""
+        self.bind()
+        self._server = self._uvicorn()
+        self._thread = threading.Thread(target=self._server.run,
+                                        kwargs={"sockets": [self._socket]},
+                                        name="world-service", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10.0
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ServiceError("The world service did not start; see the log above.")
+            time.sleep(0.01)
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until Ctrl+C or SIGTERM."""
+        self.bind()
+        self._server = self._uvicorn()
+        try:
+            self._server.run(sockets=[self._socket])
+        finally:
+            self._close_all()
+
+    def stop(self) -> None:
+        """Stop serving, end every session and close the socket."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+            self._thread = None
+        self._close_all()
+
+    def _close_all(self) -> None:
+        for s in list(self.sessions.values()):
+            s.stop()
+        self.sessions.clear()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    # -- app
+    def status(self) -> dict:
+        """What ``GET /status`` answers: sessions and limits."""
+        cfg = self.config
+        return {"sessions": len(self.sessions), "opening": self._opening,
+                "max_sessions": cfg.max_sessions, "max_side": cfg.max_side,
+                "max_upload_bytes": cfg.max_upload_bytes, "engines": list(cfg.engines),
+                "queue_frames": cfg.queue_frames, "token_required": bool(cfg.token),
+                "ws_path": WS_PATH,
+                "session_stats": [s.stats() for s in self.sessions.values()]}
+
+    def authorised(self, headers, query) -> bool:
+        """True if no token is configured or the request carries the right one."""
+        token = self.config.token
+        if not token:
+            return True
+        given = query.get("token") or ""
+        auth = headers.get("authorization") or ""
+        if auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(title="Yume world service", docs_url=None, redoc_url=None,
+                      openapi_url=None)
+
+        @app.get("/", response_class=HTMLResponse)
+        async def viewer() -> str:
+            return _viewer_html()
+
+        @app.get("/status")
+        async def status() -> JSONResponse:
+            return JSONResponse(self.status())
+
+        @app.websocket(WS_PATH)
+        async def ws_endpoint(ws: WebSocket) -> None:
+            await self._connection(ws)
+
+        return app
+
+    async def _connection(self, ws: WebSocket) -> None:
+        if not self.authorised(ws.headers, ws.query_params):
+            reason = ("A token is required: send Authorization: Bearer TOKEN or ?token=TOKEN."
+                      if self.config.token else "")
+            try:
+                await ws.send_denial_response(PlainTextResponse(reason, status_code=401))
+            except RuntimeError:  # the server offers no denial responses: a plain refusal
+                await ws.close(code=1008, reason=reason[:120])
+            return
+        await ws.accept()
+        session: Session | None = None
+        sender: asyncio.Task | None = None
+        try:
+            session = await self._open(ws)
+            if session is None:
+                return
+            sender = asyncio.create_task(self._send_frames(ws, session))
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    return
+                if sender.done():
+                    return
+                if not await self._request(ws, session, msg):
+                    await ws.close(code=1000)
+                    return
+        except WebSocketDisconnect:
+            return
+        except Exception:  # one connection's failure never takes the service down
+            logger.exception("world service connection failed")
+            with contextlib.suppress(Exception):
+                await ws.close(code=1011)
+        finally:
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
+            if session is not None:
+                self.sessions.pop(session.sid, None)
+                await asyncio.to_thread(session.stop)
+
+    async def _error(self, ws: WebSocket, message: str, request: str | None = None) -> None:
+        await ws.send_text(json.dumps({"type": "error", "message": message,
+                                       "request": request}))
+
+    @staticmethod
+    def _parse(msg: dict) -> dict:
+        if msg.get("text") is None:
+            raise ServiceError("Binary messages are not requests; send JSON text such as "
+                               '{"type": "action", "action": "W"}.')
+        try:
+            data = json.loads(msg["text"])
+        except (json.JSONDecodeError, RecursionError):
+            raise ServiceError("The message is not valid JSON; send e.g. "
+                               '{"type": "action", "action": "W"}.') from None
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            raise ServiceError('A request is a JSON object with a "type" (open, action, stats '
+                               "or close).")
+        return data
+
+    async def _open(self, ws: WebSocket) -> Session | None:
+        """Wait for a valid ``open`` request and start its session (None: the client left)."""
+        cfg = self.config
+        while True:
+            try:
+                msg = await asyncio.wait_for(ws.receive(), timeout=cfg.open_timeout)
+            except TimeoutError:
+                await self._error(ws, f"No open request within {cfg.open_timeout:g} s; send "
+                                      '{"type": "open", ...} first.', "open")
+                await ws.close(code=1008)
+                return None
+            if msg["type"] == "websocket.disconnect":
+                return None
+            try:
+                data = self._parse(msg)
+                if data["type"] == "close":
+                    await ws.close(code=1000)
+                    return None
+                if data["type"] != "open":
+                    raise ServiceError(f'Open a session first with {{"type": "open", ...}}; '
+                                       f"got a {data['type']!r} request.")
+                if len(self.sessions) + self._opening >= cfg.max_sessions:
+                    await self._error(ws, f"The service already runs {cfg.max_sessions} "
+                                          "sessions, its limit; try again later.", "open")
+                    await ws.close(code=1013)
+                    return None
+                self._opening += 1
+                try:
+                    session = await asyncio.to_thread(self._make_session, data,
+                                                      asyncio.get_running_loop())
+                finally:
+                    self._opening -= 1
+            except (ServiceError, WorldError) as err:
+                await self._error(ws, str(err), "open")
+                continue
+            self.sessions[session.sid] = session
+            eng = session.engine
+            await ws.send_text(json.dumps({
+                "type": "opened", "session": session.sid, "engine": eng.name,
+                "height": eng.height, "width": eng.width,
+                "frames_per_step": eng.frames_per_step, "frame_rate": eng.frame_rate,
+                "format": session.fmt, "pace": session.pace,
+                "queue_frames": session.queue_frames,
+                "seed": session.seed, "clip_frames": session.clip_frames}))
+            session.start()
+            return session
+
+    def _make_session(self, data: dict, loop: asyncio.AbstractEventLoop) -> Session:
+        req = parse_open(data, self.config)
+        kwargs = dict(req.engine_kwargs, height=req.height, width=req.width)
+        if req.engine == "mvdt":
+            import torch  # only MVDT needs it; loaded with the engine
+
+            torch.set_num_threads(self.config.torch_threads)
+            kwargs["device"] = self.config.device
+            if req.seed is not None:
+                kwargs["seed"] = req.seed
+        elif req.seed is not None:
+            kwargs["seed"] = req.seed
+        engine = make_world(req.engine, checkpoint=self.config.checkpoint
+                            if req.engine == "mvdt" else None, **kwargs)
+        try:
+            first = engine.reset(seed=req.seed, image=req.image)
+        except Exception:
+            engine.close()
+            raise
+        sid = self._next_id
+        self._next_id += 1
+        session = Session(sid, engine, first, loop, req.format, req.pace,
+                          self.config.queue_frames)
+        session.clip_frames = req.clip_frames
+        return session
+
+    async def _request(self, ws: WebSocket, session: Session, msg: dict) -> bool:
+        """Handle one request of an open session; False ends the session."""
+        try:
+            data = self._parse(msg)
+            kind = data["type"]
+            if kind == "action":
+                text = data.get("action")
+                if not isinstance(text, str):
+                    raise ServiceError('An action request needs "action": a key string such '
+                                       'as "W+A ←" or "S, LEFT".')
+                try:
+                    session.set_action(parse_action(text))
+                except ActionError as err:
+                    raise ServiceError(str(err)) from None
+            elif kind == "stats":
+                await ws.send_text(json.dumps(session.stats()))
+            elif kind == "close":
+                return False
+            elif kind == "open":
+                raise ServiceError("This connection already has a session; close it or open "
+                                   "another connection.")
+            else:
+                raise ServiceError(f"Unknown request type {kind!r}; use open, action, stats or "
+                                   "close.")
+        except ServiceError as err:
+            await self._error(ws, str(err), None)
+        return True
+
+    async def _send_frames(self, ws: WebSocket, session: Session) -> None:
+        while True:
+            await session.ready.wait()
+            session.ready.clear()
+            if session.error:
+                await self._error(ws, session.error, None)
+                session.error = None
+            while (data := session.pop()) is not None:
+                stamp_frame(data, time.time(), session.dropped)
+                await ws.send_bytes(bytes(data))
+                session.sent += 1
+
+
+_VIEWER = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Yume world</title>
+<style>body{font-family:sans-serif;background:#222;color:#ddd}canvas{image-rendering:pixelated;
+width:512px;height:512px;background:#000}</style></head>
+<body>
+<h1>Yume world</h1>
+<p>engine <select id="engine"><option>sandbox</option><option>mvdt</option></select>
+seed <input id="seed" value="0" size="4"> size <input id="size" value="256" size="4">
+token <input id="token" size="12"> <button id="open">open</button></p>
+<canvas id="view" width="256" height="256"></canvas>
+<p>W/A/S/D walk, arrow keys turn and tilt; <span id="info">not connected</span></p>
+<script>
+const WS_PATH = "@WS_PATH@";
+const HEADER = 178, keys = new Set();
+let ws = null;
+const keyNames = {KeyW: "W", KeyA: "A", KeyS: "S", KeyD: "D", ArrowLeft: "LEFT",
+                  ArrowRight: "RIGHT", ArrowUp: "UP", ArrowDown: "DOWN"};
+function action() {
+  const t = ["W", "A", "S", "D"].filter(k => keys.has(k));
+  const r = ["LEFT", "RIGHT", "UP", "DOWN"].filter(k => keys.has(k));
+  const s = t.concat(r).join(",");
+  return s === "" ? "\u00b7" : s;
+}
+function send() { if (ws && ws.readyState === 1) ws.send(JSON.stringify({type: "action",
+                                                                  action: action()})); }
+document.addEventListener("keydown", e => { const k = keyNames[e.code];
+  if (k && !keys.has(k)) { keys.add(k); send(); } });
+document.addEventListener("keyup", e => { const k = keyNames[e.code];
+  if (k) { keys.delete(k); send(); } });
+document.getElementById("open").onclick = () => {
+  if (ws) ws.close();
+  const token = document.getElementById("token").value;
+  const proto = location.protocol === "https:" ? "wss://" : "ws://";
+  ws = new WebSocket(proto + location.host + WS_PATH +
+                     (token ? "?token=" + encodeURIComponent(token) : ""));
+  ws.binaryType = "arraybuffer";
+  const size = parseInt(document.getElementById("size").value, 10);
+  ws.onopen = () => ws.send(JSON.stringify({type: "open",
+      engine: document.getElementById("engine").value,
+      seed: parseInt(document.getElementById("seed").value, 10), height: size, width: size}));
+  ws.onmessage = ev => {
+    if (typeof ev.data === "string") {
+      const m = JSON.parse(ev.data);
+      document.getElementById("info").textContent = m.type === "error" ? m.message : m.type;
+      return;
+    }
+    const dv = new DataView(ev.data);
+    const h = dv.getUint16(6, true), w = dv.getUint16(8, true), chunk = dv.getUint32(10, true);
+    const dropped = dv.getUint32(HEADER - 4, true);
+    const px = new Uint8Array(ev.data, HEADER), canvas = document.getElementById("view");
+    canvas.width = w; canvas.height = h;
+    const ctx = canvas.getContext("2d"), img = ctx.createImageData(w, h);
+    for (let i = 0, j = 0; i < w * h * 3; i += 3, j += 4) {
+      img.data[j] = px[i]; img.data[j + 1] = px[i + 1]; img.data[j + 2] = px[i + 2];
+      img.data[j + 3] = 255;
+    }
+    ctx.putImageData(img, 0, 0);
+    document.getElementById("info").textContent = "chunk " + chunk + ", dropped " + dropped;
+  };
+  ws.onclose = ev => { document.getElementById("info").textContent =
+                         "closed (" + ev.code + ") " + ev.reason; };
+};
+</script></body></html>
+"""
