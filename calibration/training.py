@@ -7,8 +7,11 @@
 - a chronological split (train on the first trials, test on the last ones): closer to online
   use, where the decoder meets later data, electrode drift and fatigue included.
 
-The pipeline with the best k-fold accuracy (ties: best chronological accuracy) is refitted on
-every trial and packed into a :class:`control.bundle.DecoderBundle`.
+The pipeline with the best k-fold accuracy is refitted on every trial and packed into a
+:class:`control.bundle.DecoderBundle`; ties go to the best chronological accuracy, then to the
+candidate named first. A chronological test part of fewer than :data:`MIN_CHRONO_TRIALS` trials
+is not scored (one trial would move it by a fifth or more). Every k-fold accuracy comes with its
+exact binomial 95 % interval, and the table marks those that include chance.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from calibration.dataset import (
     epoch_recordings,
     load_recording,
 )
-from calibration.metrics import score_predictions
+from calibration.metrics import binomial_summary, score_predictions
 from calibration.pipelines import make_pipeline, pipeline_names
 from control.bundle import DecoderBundle
 
 logger = logging.getLogger(__name__)
+
+MIN_CHRONO_TRIALS = 10  # fewer held-out trials than this make no figure worth reporting
 
 
 class TrainingError(ValueError):
@@ -189,18 +194,25 @@ class TrainingResult:
 
     def table(self) -> str:
         """Plain-text table of the scores (what ``yume train`` prints)."""
-        head = (f"{'pipeline':<10} {'cv acc':>7} {'± sd':>5} {'bal acc':>8} {'kappa':>6} "
-                f"{'ITR b/min':>9} {'chrono acc':>10} {'chrono bal':>10}")
+        head = (f"{'pipeline':<10} {'cv acc':>7} {'n':>4} {'95% CI':>11} {'± sd':>5} "
+                f"{'bal acc':>8} {'kappa':>6} {'ITR b/min':>9} {'chrono acc':>10} {'n':>3}")
         lines = [head, "-" * len(head)]
+        counts = np.unique(self.epochs.y, return_counts=True)[1]
+        chance = float(counts.max() / counts.sum())
         for r in self.results:
             ch = r.chrono or {}
+            b = binomial_summary(int(round(r.cv["accuracy"] * r.cv["n"])), r.cv["n"], chance)
+            flag = "  within chance" if b["within_chance"] else ""
+            chrono = (f"{ch['accuracy']:>10.3f} {ch['n']:>3}" if ch
+                      else f"{'not scored':>10} {'':>3}")
             lines.append(
                 f"{r.name + (' *' if r.name == self.best else ''):<10} "
-                f"{r.cv['accuracy']:>7.3f} {np.std(r.fold_accuracies):>5.2f} "
+                f"{r.cv['accuracy']:>7.3f} {r.cv['n']:>4} "
+                f"{b['ci95'][0]:>5.2f}-{b['ci95'][1]:<5.2f} {np.std(r.fold_accuracies):>5.2f} "
                 f"{r.cv['balanced_accuracy']:>8.3f} {r.cv['kappa']:>6.2f} "
-                f"{r.cv['itr_bits_per_min']:>9.2f} "
-                f"{ch.get('accuracy', float('nan')):>10.3f} "
-                f"{ch.get('balanced_accuracy', float('nan')):>10.3f}")
+                f"{r.cv['itr_bits_per_min']:>9.2f} {chrono}{flag}")
+        lines.append(f"chance (the largest class): {chance:.3f}; * chosen: best k-fold accuracy, "
+                     "ties to the best chronological accuracy, then to the first named")
         return "\n".join(lines)
 
 
@@ -217,6 +229,10 @@ def chronological_split(onsets: np.ndarray, y: np.ndarray, test_fraction: float
     a class would be missing from the training part."""
     order = np.argsort(onsets, kind="stable")
     n_test = max(1, int(round(len(order) * test_fraction)))
+    if n_test < MIN_CHRONO_TRIALS:
+        logger.warning("the chronological split would test %d trial(s); it is not scored "
+                       "(at least %d are needed)", n_test, MIN_CHRONO_TRIALS)
+        return None
     train, test = order[:-n_test], order[-n_test:]
     if set(np.unique(y[train])) != set(np.unique(y)):
         return None
@@ -308,7 +324,7 @@ def evaluate_pipeline(name: str, epochs: EpochSet, config: TrainingConfig,
         chrono = score_predictions(
             y[test], _fit_predict(clone(proto), *crops.training_set(epochs, train), X[test]),
             classes, decision_s)
-    else:
+    elif len(y) * config.chrono_test >= MIN_CHRONO_TRIALS:
         logger.warning("chronological split skipped: the earliest trials lack a class")
     if progress is not None:
         progress.update(1)

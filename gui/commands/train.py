@@ -119,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
         crop_offsets=tuple(args.crops))
     result = train_decoder(args.recordings, config)
     ep = result.epochs
+    why = "as given by --classes" if args.classes else "every cue label found"
+    print(f"classes: {', '.join(ep.classes)} ({why})")
+    if "rest" in ep.classes and not args.classes:
+        print("  rest is a class here because rest cues were found; pass --classes to leave it "
+              "out, or train with --asynchronous for a no-control state that never fires")
     print(f"{len(ep.y)} trials {ep.counts()}, {len(ep.ch_names)} channels at {ep.sfreq:g} Hz, "
           f"band {config.band[0]:g}-{config.band[1]:g} Hz, window {config.tmin:g}-"
           f"{config.tmax:g} s")
