@@ -13,7 +13,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from threadpoolctl import threadpool_limits
 
 from bci.ringbuffer import RingBuffer
-from bci.simulated import ParticipantConfig, SimulatedParticipant, simulate_run
+from bci.simulated import ParticipantConfig, SimulatedParticipant
+from benchmarks.bench_simulated_realism import simulated_epochs
 from calibration.pipelines import make_pipeline
 from control.online import OnlineControl, OnlineDecoder
 from control.policy import ControlPolicy, PolicyConfig
@@ -25,17 +26,7 @@ CLASSES = ("left_hand", "right_hand")
 def _epochs(config: ParticipantConfig, seed: int, trials: int = 20,
             order_seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A cued left/right run (4 s cues, 2-3 s rest), windows 0.5-2.5 s after each cue."""
-    rng = np.random.default_rng(seed if order_seed is None else order_seed)
-    labels = rng.permutation(np.repeat(CLASSES, trials))
-    cues, t = [], 2.0
-    for label in labels:
-        cues.append((t, 4.0, str(label)))
-        t += 4.0 + rng.uniform(2.0, 3.0)
-    data, info, events = simulate_run(cues, t + 1.0, config, seed=seed)
-    sf = info.sfreq
-    X = np.stack([data[:, int(round(o * sf)) + int(0.5 * sf): int(round(o * sf)) + int(2.5 * sf)]
-                  for o, _, _ in events])
-    return X, np.array([label for _, _, label in events])
+    return simulated_epochs(config, seed, trials, order_seed)
 
 
 def _cv(X: np.ndarray, y: np.ndarray, pipeline: str, sfreq: float) -> float:
