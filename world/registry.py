@@ -34,7 +34,8 @@ def make_world(name: str, *, checkpoint: str | Path | None = None, **kwargs) -> 
     Parameters
     ----------
     name : str
-        A name of :func:`available_worlds` (case-insensitive).
+        A name of :func:`available_worlds` (case-insensitive), or ``remote://HOST:PORT[/ENGINE]``
+        for a world that runs in a world service (:class:`world.remote.RemoteWorld`).
     checkpoint : path-like, optional
         For engines in :data:`CHECKPOINT_WORLDS` (``mvdt``): the checkpoint folder to load
         instead of the shipped one, e.g. a lab's own model from ``yume world export``.
@@ -48,6 +49,14 @@ def make_world(name: str, *, checkpoint: str | Path | None = None, **kwargs) -> 
         not name a folder.
     """
     key = str(name).strip().lower()
+    if key.startswith("remote://"):  # remote://HOST:PORT[/ENGINE]: a world service's world
+        from world.remote import RemoteWorld
+
+        if checkpoint is not None:
+            raise WorldError("A remote world loads its checkpoint on the service; start "
+                             "`yume world serve --checkpoint DIR` there instead.")
+        address, _, engine = str(name).strip()[len("remote://"):].partition("/")
+        return RemoteWorld(f"remote://{address}", engine=engine or "sandbox", **kwargs)
     try:
         factory = WORLDS[key]
     except KeyError:

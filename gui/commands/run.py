@@ -26,7 +26,9 @@ def add_parser(sub) -> None:
             "headless and write an animated GIF, a contact sheet, a signal plot and the session "
             "log into --out."),
     )
-    p.add_argument("--world", default="sandbox", help="world engine: sandbox or mvdt")
+    p.add_argument("--world", default="sandbox",
+                   help="world engine: sandbox, mvdt, or remote://HOST:PORT[/ENGINE] for one "
+                        "that runs in `yume world serve` (token: $YUME_WORLD_TOKEN)")
     p.add_argument("--seed", type=int, default=0, help="scene seed")
     p.add_argument("--resolution", type=_resolution, default=(256, 256),
                    help="frame size HEIGHTxWIDTH (default: 256x256)")

@@ -338,3 +338,39 @@ def test_service_url_forms():
     assert service_url("ws://h:1/ws?token=x") == "ws://h:1/ws?token=x"
     with pytest.raises(ServiceError, match="not a world service address"):
         service_url("http://")
+
+
+def test_remote_world_is_an_engine_like_the_others(service):
+    from control.actions import IDLE, parse_action
+    from world.base import WorldError
+    from world.registry import make_world
+    from world.server import WorldServer
+
+    engine = make_world(f"remote://127.0.0.1:{service.port}/sandbox", height=64, width=64)
+    try:
+        first = engine.reset(seed=3)
+        assert first.frames.shape == (1, 64, 64, 3) and engine.frame_rate > 0
+        walked = engine.step(parse_action("W"))
+        assert len(walked) == engine.frames_per_step
+        # Walking moves the camera forward (OpenCV convention: +z ahead), not sideways.
+        ahead = (np.linalg.inv(first.poses[-1]) @ walked.poses[-1])[:3, 3]
+        assert ahead[2] > 0.01 and abs(ahead[0]) < 0.5 * ahead[2]
+        still = engine.step(IDLE)  # a pause on the service: the last frame, paced
+        np.testing.assert_array_equal(still.frames[-1], walked.frames[-1])
+        # The window's world thread drives it as it drives a local engine.
+        server = WorldServer(engine)
+        server.set_action(parse_action("←"))
+        server.start()
+        deadline, got = time.monotonic() + 5.0, []
+        while len(got) < 4 and time.monotonic() < deadline:
+            got += server.frames()
+            time.sleep(0.02)
+        server.stop()
+        assert len(got) >= 4 and engine.latency_s is not None and engine.latency_s < 1.0
+    finally:
+        engine.close()
+    assert _wait_sessions(service, 0) == 0  # closing frees the session on the service
+    with pytest.raises(WorldError, match="could not open"):
+        make_world(f"remote://127.0.0.1:{service.port}/warp-drive").reset(seed=0)
+    with pytest.raises(WorldError, match="Cannot reach"):
+        make_world("remote://127.0.0.1:9").reset(seed=0)
