@@ -254,9 +254,9 @@ class AsyncResult:
         return {"best": self.best, "meets_target": self.meets_target,
                 "chosen": self.chosen.to_dict(), "folds": self.folds,
                 "training_windows": self.n_windows,
-                "candidates": {name: max(c, key=lambda p: (p.fa_per_min <= self.config
-                                                           .target_fa_per_min, p.hit_rate)
-                                         ).to_dict() for name, c in self.curves.items()},
+                # Each candidate's point by the very rule that chose the shipped one.
+                "candidates": {name: choose_operating_point(c, self.config.target_fa_per_min)[0]
+                               .to_dict() for name, c in self.curves.items()},
                 "curve": [p.to_dict() for p in self.curves[self.best]]}
 
 

@@ -33,10 +33,7 @@ from calibration.async_training import AsyncConfig, score_grid, train_async
 from calibration.dataset import DatasetError, Recording, epoch_recordings, load_recording
 from calibration.metrics import binomial_summary
 from calibration.pipelines import make_pipeline, pipeline_names
-from calibration.pseudo_online import (
-    OperatingPoint,
-    PseudoOnlineScore,
-)
+from calibration.pseudo_online import OperatingPoint, PseudoOnlineScore, mapped_events
 from calibration.training import TrainingConfig, train_decoder
 
 logger = logging.getLogger(__name__)
@@ -91,9 +88,7 @@ def reference_ts_lr(train: Sequence[Recording], test: Sequence[Recording],
         Xs, ys = [], []
         for rec in recs:
             raw = rec.raw.copy().pick("eeg").filter(8.0, 30.0, verbose="error")
-            ev = rec.events.copy()
-            if config.label_map:
-                ev["description"] = ev["description"].map(lambda d: config.label_map.get(d, d))
+            ev = mapped_events(rec, config.label_map)
             ev = ev[ev["description"].isin(config.classes)]
             sfreq = raw.info["sfreq"]
             data = raw.get_data(units="uV")
