@@ -72,6 +72,17 @@ class RingBuffer:
                 self._times[: n - first] = timestamps[first:]
             self._written += n + skipped
 
+    def advance(self, n: int) -> None:
+        """Count ``n`` samples as written without storing any (an empty buffer only).
+
+        A replay that starts mid-stream uses it so that absolute sample counts (which decoders
+        key their windows to) are those of the live session.
+        """
+        with self._lock:
+            if self._written:
+                raise ValueError("advance() is for an empty buffer; it already holds samples.")
+            self._written = max(int(n), 0)
+
     def _indices(self, n: int) -> np.ndarray:
         end = self._written
         return np.arange(end - n, end) % self.capacity

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from pylsl import local_clock
 from scipy.signal import butter, sosfilt, sosfilt_zi
 
 from bci.lsl_outlet import ValueOutlet
@@ -371,6 +372,8 @@ class OnlineControl:
         self.stale_s = float(stale_s)
         self.time_scale = float(time_scale)
         self.last_probabilities: np.ndarray | None = None
+        # LSL time the last step's windows were decoded (the latency trace's decode stage).
+        self.decoded_at: float | None = None
         self._seen_count = -1
         self._seen_at: float | None = None
         self._policy_t = 0.0
@@ -404,6 +407,7 @@ class OnlineControl:
             return [self._stop(f"the signal source failed: {source_error}")]
         try:
             windows = self.decoder.update(buffer)
+            self.decoded_at = local_clock()
         except Exception as err:  # noqa: BLE001 - a decoder failure must stop the world, not crash
             logger.exception("Decoding failed")
             return [self._stop(f"decoding failed: {err}")]

@@ -96,6 +96,13 @@ def start_acquisition(source: Source | None) -> Acquisition | None:
     return acq
 
 
+def _meta(opts: RunOptions) -> dict:
+    """What the session log and summary say about how the run was asked for."""
+    return {"decoder": str(opts.decoder) if opts.decoder else None,
+            "source_option": opts.source, "control_mode": opts.control_mode,
+            "adapt": opts.adapt}
+
+
 def run_headless_session(opts: RunOptions):
     """The headless run of ``make run``: returns a :class:`gui.headless.HeadlessResult`."""
     from gui.headless import run_headless
@@ -106,7 +113,8 @@ def run_headless_session(opts: RunOptions):
     acq = start_acquisition(source)
     try:
         if opts.decoder is None:
-            return run_headless(engine, folder, acquisition=acq, realtime=opts.realtime)
+            return run_headless(engine, folder, acquisition=acq, realtime=opts.realtime,
+                                seed=opts.seed, meta=_meta(opts))
         from control.policy import PolicyConfig
         from gui.headless import decoder_route
         from gui.steering import Steering, decoder_control
@@ -118,7 +126,8 @@ def run_headless_session(opts: RunOptions):
         steering = Steering(acq, online)
         # The decoder reads live EEG: the run is paced in real time whatever --fast says.
         return run_headless(engine, folder, route=decoder_route(online.policy.mapping),
-                            acquisition=acq, realtime=True, steering=steering)
+                            acquisition=acq, realtime=True, steering=steering,
+                            seed=opts.seed, meta=_meta(opts))
     finally:
         if acq is not None:
             acq.stop()

@@ -7,7 +7,6 @@ the signals acquired during the run, the JSON-lines session log and a summary. T
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -21,9 +20,6 @@ from pylsl import local_clock
 from tqdm import tqdm
 
 from bci.acquisition import Acquisition
-from bci.eventlog import EventLog
-from bci.health import SourceWatch
-from bci.quality_watch import QualityWatch
 from control.actions import Action, parse_action
 from world.base import WorldEngine
 
@@ -57,6 +53,7 @@ class HeadlessResult:
     log: Path
     signals: Path | None
     summary: dict = field(default_factory=dict)
+    runtime: object = None  # the gui.runtime.SessionRuntime that ran it
 
 
 def parse_route(route: Sequence[tuple[str, float]]) -> list[tuple[Action, float]]:
@@ -123,8 +120,14 @@ def plot_signals(data: np.ndarray, times: np.ndarray, ch_names: Sequence[str], u
 def run_headless(engine: WorldEngine, out_dir: str | Path,
                  route: Sequence[tuple[str, float]] = DEFAULT_ROUTE,
                  acquisition: Acquisition | None = None, realtime: bool = True,
-                 progress: bool = True, steering=None) -> HeadlessResult:
-    """Drive ``engine`` along ``route`` and write the results into ``out_dir``.
+                 progress: bool = True, steering=None, task=None,
+                 max_seconds: float | None = None, seed: int = 0, meta: dict | None = None,
+                 report: bool = True, record: bool = True) -> HeadlessResult:
+    """Drive ``engine`` along ``route`` (or through ``task``); write the results into ``out_dir``.
+
+    The loop is :class:`gui.runtime.SessionRuntime`'s, the same as the window's: the folder gets
+    its decisions, ticks, route, latency and (with a source) the recording; this function adds
+    the animation, the contact sheet and the signal plot.
 
     Parameters
     ----------
@@ -133,7 +136,7 @@ def run_headless(engine: WorldEngine, out_dir: str | Path,
     out_dir : path
         Folder for the outputs (created).
     route : sequence of (action string, seconds)
-        The scripted route.
+        The scripted route (ignored when ``task`` is given).
     acquisition : Acquisition or None
         A started acquisition to record alongside (its signals are plotted).
     realtime : bool
@@ -147,72 +150,72 @@ def run_headless(engine: WorldEngine, out_dir: str | Path,
         does what the decoder and policy decide. The log then holds the intended action of each
         step beside every decoded command and the action the world took; the summary says how
         often they agreed.
+    task : object or None
+        An online task (:mod:`gui.tasks`) that says what the participant intends and scores
+        the run; the run ends when it is done or after ``max_seconds``.
+    max_seconds : float or None
+        Time limit of a task run (default: the task's own ``time_limit_s`` or 300 s).
+    seed : int
+        The scene seed (logged, and the report's map).
+    meta : dict or None
+        More fields for the session log and summary.
+    report, record : bool
+        Write the HTML report; record the source into ``recording/``.
     """
-    steps = parse_route(route)
+    from gui.runtime import SessionRuntime
+
+    steps = parse_route(route) if task is None else []
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    log = EventLog(folder / "session.jsonl")
-    log.log("run_started", world=engine.name, frame_rate=engine.frame_rate,
-            resolution=[engine.height, engine.width],
-            source=acquisition.info.name if acquisition else None)
+    runtime = SessionRuntime(engine, folder, acquisition=acquisition, steering=steering,
+                             task=task, seed=seed, meta=meta, report=False, record=record)
+    if task is not None:
+        limit = float(max_seconds or getattr(task, "time_limit_s", None) or 300.0)
+        total = int(round(limit * engine.frame_rate))
+        steps = [(None, limit)]
+    else:
+        total = sum(int(round(s * engine.frame_rate)) for _, s in steps)
     frames: list[np.ndarray] = []
     labels: list[str] = []
-    total = sum(int(round(s * engine.frame_rate)) for _, s in steps)
     t_start = time.perf_counter()
     lsl_start = local_clock()
-    gen_seconds = 0.0
-    collisions = 0
-    bar = tqdm(total=total, desc="headless route", unit="frame", disable=not progress)
-    watches = ([SourceWatch(acquisition), QualityWatch(acquisition.buffer, acquisition.info)]
-               if acquisition is not None else [])
+    bar = tqdm(total=total, desc="headless " + (getattr(task, "name", "") or "route"),
+               unit="frame", disable=not progress)
     interrupted = False
     agree = ticks = moving = agree_moving = 0
+    runtime.start()
     try:
         for action, seconds in steps:
             n_frames = int(round(seconds * engine.frame_rate))
-            log.log("intent" if steering is not None else "action", action=str(action),
-                    index=action.index, origin="route")
-            if steering is not None and steering.keys_drive_intent:
-                steering.keyboard(action, local_clock())  # the participant imagines it
+            if action is not None:
+                runtime.set_intent(action, origin="route")
             produced = 0
-            while produced < n_frames:
-                taken = action
-                if steering is not None:
-                    tick = steering.tick(local_clock())
-                    taken = tick.output.action
-                    for out in tick.policy:
-                        if out.command is not None:
-                            log.log("command", action=str(out.command), cls=out.candidate,
-                                    intended=str(action), t=out.timestamp)
-                    agree += int(taken == action)
-                    if not action.is_idle:
+            while produced < n_frames and not runtime.done:
+                tick = runtime.tick()
+                taken, meant = tick.action, runtime.intent
+                if steering is not None and steering.online is not None:
+                    agree += int(taken == meant)
+                    if not meant.is_idle:
                         moving += 1
-                        agree_moving += int(taken == action)
-                t0 = time.perf_counter()
-                chunk = engine.step(taken)
-                gen_seconds += time.perf_counter() - t0
-                collisions += int(bool(chunk.info.get("collided", False)))
+                        agree_moving += int(taken == meant)
+                first = runtime.n_frames
+                chunk = runtime.world.step(taken)
+                runtime.frame_shown(first)  # headless: handed out is shown
                 for i in range(len(chunk)):
                     frames.append(chunk.frames[i])
                     labels.append(str(taken))
-                    pose = chunk.poses[i]
-                    log.log("frame", index=len(frames) - 1, world_time=float(chunk.timestamps[i]),
-                            action=str(taken), position=pose[:3, 3].round(4).tolist())
                 ticks += 1
                 produced += len(chunk)
                 bar.update(len(chunk))
-                for watch in watches:
-                    for kind, fields in watch.poll(local_clock()):
-                        log.log(kind, source=acquisition.info.name, **fields)
                 if realtime:
                     due = t_start + len(frames) / engine.frame_rate
                     time.sleep(max(0.0, due - time.perf_counter()))
     except KeyboardInterrupt:  # Ctrl+C or SIGTERM: the outputs of what ran are still written
         interrupted = True
-        log.log("run_interrupted", frames=len(frames))
+        runtime.log.log("run_interrupted", frames=len(frames))
     bar.close()
     if not frames:  # stopped before the first frame: nothing to write but the log
-        log.close()
+        runtime.finish(interrupted=True)
         raise KeyboardInterrupt
     wall = time.perf_counter() - t_start
 
@@ -223,27 +226,23 @@ def run_headless(engine: WorldEngine, out_dir: str | Path,
     contact_sheet([frames[i] for i in pick], [f"{i}: {labels[i]}" for i in pick]).save(sheet)
 
     signals = None
-    summary = {
-        "world": engine.name, "frames": len(frames), "wall_seconds": round(wall, 3),
-        "generation_fps": round(len(frames) / max(gen_seconds, 1e-9), 1),
-        "collisions": collisions, "resolution": [engine.height, engine.width],
-        "interrupted": interrupted,
-    }
-    if steering is not None:  # how often the world did what the participant meant
-        summary["decoder_agreement"] = round(agree / max(ticks, 1), 3)
+    extra: dict = {"wall_seconds": round(wall, 3)}
+    if steering is not None and steering.online is not None:
+        # How often the world did what the participant meant.
+        extra["decoder_agreement"] = round(agree / max(ticks, 1), 3)
         # While the participant meant to move (standing still alone scores the rest frames).
-        summary["decoder_agreement_moving"] = round(agree_moving / max(moving, 1), 3)
+        extra["decoder_agreement_moving"] = round(agree_moving / max(moving, 1), 3)
     if acquisition is not None:
         data, ts = acquisition.buffer.latest()
         during = ts >= lsl_start  # only what was acquired while the route ran
         data, ts = data[:, during], ts[during]
-        summary.update(source=acquisition.info.name, sfreq=acquisition.info.sfreq,
-                       channels=acquisition.info.n_channels, samples=int(data.shape[1]),
-                       source_state=acquisition.state.value, source_error=acquisition.error)
+        extra.update(channels=acquisition.info.n_channels, samples=int(data.shape[1]),
+                     source_state=acquisition.state.value, source_error=acquisition.error)
         if data.shape[1] > 1:
             signals = plot_signals(data, ts, acquisition.info.ch_names, acquisition.info.units,
                                    folder / "signals.png")
-    log.log("run_finished", **summary)
-    log.close()
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-    return HeadlessResult(folder, animation, sheet, log.path, signals, summary)
+    summary = runtime.finish(interrupted=interrupted, **extra)
+    if report:
+        runtime.write_report()
+    return HeadlessResult(folder, animation, sheet, runtime.log.path, signals, summary,
+                          runtime=runtime)

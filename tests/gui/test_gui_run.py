@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import imageio.v3 as iio
+import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -32,7 +34,16 @@ def test_headless_run_writes_animation_sheet_signals_and_log(tmp_path, capsys):
     records = read_event_log(folder / "session.jsonl")
     kinds = [r["kind"] for r in records]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
-    assert kinds.count("frame") == gif.shape[0]
+    route = pd.read_csv(folder / "route.tsv", sep="\t")
+    assert len(route) == gif.shape[0]  # one row per frame, with the camera's position
+    assert np.hypot(route.x.iloc[-1] - route.x[0], route.z.iloc[-1] - route.z[0]) > 5
+    ticks = pd.read_csv(folder / "ticks.tsv", sep="\t")
+    assert len(ticks) == gif.shape[0] and ticks["n_written"].is_monotonic_increasing
+    # Every route step change is a traced command that reached the screen.
+    latency = pd.read_csv(folder / "latency.tsv", sep="\t")
+    assert (latency.origin == "route").all() and latency.frame_shown.notna().sum() >= 10
+    assert (latency.frame_shown >= latency.command_issued).all()
+    assert (folder / "recording" / "bids").is_dir()
     assert {r["action"] for r in records if r["kind"] == "action"} >= {"W", "W →", "←"}
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["samples"] > 0 and summary["source_state"] == "streaming"
