@@ -16,11 +16,12 @@ from world.sandbox import SandboxWorld
 WORLDS: dict[str, Callable[..., WorldEngine]] = {
     "sandbox": SandboxWorld,
     "mvdt": lambda **kw: import_module("world.mvdt.engine").MVDTWorld(**kw),  # torch: lazy
+    "wan": lambda **kw: import_module("world.wan.engine").WanWorld(**kw),  # Wan/Yume weights
 }
 
 
 # Engines whose weights come from a checkpoint folder (``make_world(..., checkpoint=DIR)``).
-CHECKPOINT_WORLDS = frozenset({"mvdt"})
+CHECKPOINT_WORLDS = frozenset({"mvdt", "wan"})
 
 
 def available_worlds() -> list[str]:
