@@ -391,8 +391,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self._watch_source()
         else:
             self.status["source"].setText("no source")
-        self.status["fps"].setText(f"world {self.displayed_fps():.1f} fps shown, model "
-                                   f"{self.server.generation_fps():.0f} frames/s")
+        fps = (f"world {self.displayed_fps():.1f} fps shown, model "
+               f"{self.server.generation_fps():.0f} frames/s")
+        link = getattr(self.server.engine, "link_state", None)  # a world service's world
+        self.status["fps"].setText(fps if link is None else f"{fps}, link {link}")
         self.status["lag"].setText(f"UI lag p99 {self.monitor.percentile(99):.1f} ms")
         if self.server.error:
             self.message.setText(self.server.error)

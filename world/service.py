@@ -1,7 +1,7 @@
 """The world service: any world engine behind a WebSocket API (FastAPI + uvicorn).
 
-``yume world serve`` runs it; :class:`world.service_client.WorldClient` talks to it; ``GET /``
-is a minimal browser viewer.
+``yume world serve`` runs it; :class:`world.service_client.WorldClient` talks to it; ``GET
+/viewer`` (and ``GET /``) is a minimal browser viewer (:mod:`world.service_viewer`).
 
 Protocol (one WebSocket per session, at ``/ws``)
 ------------------------------------------------
@@ -613,10 +613,6 @@ class Session:
 # ---------------------------------------------------------------------------- the app
 
 
-def _viewer_html() -> str:
-    return _VIEWER.replace("@WS_PATH@", WS_PATH)
-
-
 class WorldService:
     """The FastAPI app and its uvicorn server.
 
@@ -761,9 +757,17 @@ class WorldService:
         app = FastAPI(title="Yume world service", docs_url=None, redoc_url=None,
                       openapi_url=None)
 
-        @app.get("/", response_class=HTMLResponse)
+        from world.service_viewer import viewer_html  # the page reads this module's layout
+
+        page = viewer_html()
+
+        @app.get("/viewer", response_class=HTMLResponse)
         async def viewer() -> str:
-            return _viewer_html()
+            return page
+
+        @app.get("/", response_class=HTMLResponse)
+        async def root() -> str:
+            return page
 
         @app.get("/status")
         async def status() -> JSONResponse:
@@ -948,68 +952,3 @@ class WorldService:
                 await ws.send_bytes(bytes(data))
                 session.sent += 1
 
-
-_VIEWER = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Yume world</title>
-<style>body{font-family:sans-serif;background:#222;color:#ddd}canvas{image-rendering:pixelated;
-width:512px;height:512px;background:#000}</style></head>
-<body>
-<h1>Yume world</h1>
-<p>engine <select id="engine"><option>sandbox</option><option>mvdt</option></select>
-seed <input id="seed" value="0" size="4"> size <input id="size" value="256" size="4">
-token <input id="token" size="12"> <button id="open">open</button></p>
-<canvas id="view" width="256" height="256"></canvas>
-<p>W/A/S/D walk, arrow keys turn and tilt; <span id="info">not connected</span></p>
-<script>
-const WS_PATH = "@WS_PATH@";
-const HEADER = 178, keys = new Set();
-let ws = null;
-const keyNames = {KeyW: "W", KeyA: "A", KeyS: "S", KeyD: "D", ArrowLeft: "LEFT",
-                  ArrowRight: "RIGHT", ArrowUp: "UP", ArrowDown: "DOWN"};
-function action() {
-  const t = ["W", "A", "S", "D"].filter(k => keys.has(k));
-  const r = ["LEFT", "RIGHT", "UP", "DOWN"].filter(k => keys.has(k));
-  const s = t.concat(r).join(",");
-  return s === "" ? "\u00b7" : s;
-}
-function send() { if (ws && ws.readyState === 1) ws.send(JSON.stringify({type: "action",
-                                                                  action: action()})); }
-document.addEventListener("keydown", e => { const k = keyNames[e.code];
-  if (k && !keys.has(k)) { keys.add(k); send(); } });
-document.addEventListener("keyup", e => { const k = keyNames[e.code];
-  if (k) { keys.delete(k); send(); } });
-document.getElementById("open").onclick = () => {
-  if (ws) ws.close();
-  const token = document.getElementById("token").value;
-  const proto = location.protocol === "https:" ? "wss://" : "ws://";
-  ws = new WebSocket(proto + location.host + WS_PATH +
-                     (token ? "?token=" + encodeURIComponent(token) : ""));
-  ws.binaryType = "arraybuffer";
-  const size = parseInt(document.getElementById("size").value, 10);
-  ws.onopen = () => ws.send(JSON.stringify({type: "open",
-      engine: document.getElementById("engine").value,
-      seed: parseInt(document.getElementById("seed").value, 10), height: size, width: size}));
-  ws.onmessage = ev => {
-    if (typeof ev.data === "string") {
-      const m = JSON.parse(ev.data);
-      document.getElementById("info").textContent = m.type === "error" ? m.message : m.type;
-      return;
-    }
-    const dv = new DataView(ev.data);
-    const h = dv.getUint16(6, true), w = dv.getUint16(8, true), chunk = dv.getUint32(10, true);
-    const dropped = dv.getUint32(HEADER - 4, true);
-    const px = new Uint8Array(ev.data, HEADER), canvas = document.getElementById("view");
-    canvas.width = w; canvas.height = h;
-    const ctx = canvas.getContext("2d"), img = ctx.createImageData(w, h);
-    for (let i = 0, j = 0; i < w * h * 3; i += 3, j += 4) {
-      img.data[j] = px[i]; img.data[j + 1] = px[i + 1]; img.data[j + 2] = px[i + 2];
-      img.data[j + 3] = 255;
-    }
-    ctx.putImageData(img, 0, 0);
-    document.getElementById("info").textContent = "chunk " + chunk + ", dropped " + dropped;
-  };
-  ws.onclose = ev => { document.getElementById("info").textContent =
-                         "closed (" + ev.code + ") " + ev.reason; };
-};
-</script></body></html>
-"""

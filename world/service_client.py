@@ -23,10 +23,29 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 
 from control.actions import Action
 from world.service import WS_PATH, FrameHeader, ServiceError, decode_frame
+
+
+class ConnectionLost(ServiceError):
+    """The service cannot be reached, or the connection to it closed or broke."""
+
+
+class Refused(ServiceError):
+    """The service answered the connection with an HTTP error (a wrong or missing token).
+
+    Attributes
+    ----------
+    status : int
+        The HTTP status (401: the token is wrong or missing).
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = int(status)
 
 
 @dataclass
@@ -117,15 +136,22 @@ class WorldClient:
         frames sooner instead of accumulating delay).
     max_queue : int
         Messages the connection's reader thread buffers before it stops reading the socket.
+    ping_interval : float, optional
+        Seconds between pings from this side; a service that does not answer within
+        ``timeout`` closes the connection, so a silently dead link is noticed (None: no pings,
+        the service's own pings keep the connection checked from its side).
 
     Raises
     ------
-    ServiceError
-        If the service cannot be reached or refuses the connection (e.g. a wrong token).
+    Refused
+        If the service refuses the connection (a wrong or missing token).
+    ConnectionLost
+        If the service cannot be reached.
     """
 
     def __init__(self, url: str, token: str | None = None, timeout: float = 10.0,
-                 recv_buffer: int | None = None, max_queue: int = 4) -> None:
+                 recv_buffer: int | None = None, max_queue: int = 4,
+                 ping_interval: float | None = None) -> None:
         self.url = service_url(url)
         self.timeout = float(timeout)
         self.info: dict | None = None
@@ -144,23 +170,39 @@ class WorldClient:
             self.ws: ClientConnection = connect(
                 self.url, sock=sock, additional_headers=headers, compression=None,
                 proxy=None, open_timeout=self.timeout, max_size=None,
-                max_queue=max_queue, ping_interval=None, legacy=True)  # a plain connection
+                max_queue=max_queue, ping_interval=ping_interval, ping_timeout=self.timeout,
+                legacy=True)  # a plain connection
         except InvalidStatus as err:
             if sock is not None:
                 sock.close()
-            body = err.response.body.decode("utf-8", "replace").strip()
+            body = (err.response.body or b"").decode("utf-8", "replace").strip()
             status = err.response.status_code
-            raise ServiceError(f"The world service refused the connection (HTTP {status}): "
-                               f"{body or 'no reason'}") from None
+            raise Refused(f"The world service refused the connection (HTTP {status}): "
+                          f"{body or 'no reason'}", status) from None
         except (OSError, WebSocketException, TimeoutError) as err:
             if sock is not None:
                 sock.close()
-            raise ServiceError(f"Cannot reach the world service at {self.url} ({err}).") from None
+            raise ConnectionLost(f"Cannot reach the world service at {self.url} "
+                                 f"({err}).") from None
 
     # -- plumbing
+    @property
+    def alive(self) -> bool:
+        """False once the connection has closed or broken (read without waiting)."""
+        return self.ws.state is State.OPEN
+
     def send(self, message: dict | str | bytes) -> None:
-        """Send a raw request (a dict is sent as JSON text)."""
-        self.ws.send(json.dumps(message) if isinstance(message, dict) else message)
+        """Send a raw request (a dict is sent as JSON text).
+
+        Raises
+        ------
+        ConnectionLost
+            If the connection has closed.
+        """
+        try:
+            self.ws.send(json.dumps(message) if isinstance(message, dict) else message)
+        except (ConnectionClosed, OSError) as err:
+            raise ConnectionLost(f"The world service connection is closed ({err}).") from None
 
     def receive(self, timeout: float | None = None) -> RemoteFrame | dict:
         """The next message: a :class:`RemoteFrame` or a JSON reply (dict).
@@ -169,15 +211,15 @@ class WorldClient:
         ------
         TimeoutError
             If nothing arrives in time.
-        ServiceError
-            If the service closed the connection.
+        ConnectionLost
+            If the service closed the connection (or it broke).
         """
         try:
             data = self.ws.recv(timeout=self.timeout if timeout is None else timeout)
         except ConnectionClosed as err:
             rcvd = err.rcvd
             why = f"code {rcvd.code}, {rcvd.reason!r}" if rcvd else "no close frame"
-            raise ServiceError(f"The world service closed the connection ({why}).") from None
+            raise ConnectionLost(f"The world service closed the connection ({why}).") from None
         now = time.time()
         if isinstance(data, str):
             return json.loads(data)
@@ -277,9 +319,13 @@ class WorldClient:
             deadline = time.monotonic() + self.timeout
             while time.monotonic() < deadline:
                 self.ws.recv(timeout=max(deadline - time.monotonic(), 0.0))
-        except (ConnectionClosed, OSError, TimeoutError):
+        except (ConnectionClosed, ConnectionLost, OSError, TimeoutError):
             pass
         self.ws.close()
+
+    def abort(self) -> None:
+        """Drop the connection at once, without the closing handshake (for a dead link)."""
+        self.ws.close_socket()
 
     def __enter__(self) -> WorldClient:
         return self

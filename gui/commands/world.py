@@ -153,7 +153,8 @@ def add_parser(sub) -> None:
     v = ws.add_parser("serve", help="serve world engines over a WebSocket API",
                       description="Run the world service (world/service.py): sessions open a "
                                   "sandbox or MVDT world over a WebSocket at /ws, send actions "
-                                  "and receive frames; GET / is a browser viewer. Binds to "
+                                  "and receive frames; GET /viewer is a browser viewer (keys "
+                                  "in, frames out; ?token=... off localhost). Binds to "
                                   "127.0.0.1 unless --host says otherwise; any other address "
                                   "needs a token.")
     v.add_argument("--host", default="127.0.0.1",
@@ -334,6 +335,6 @@ def run_serve(args: argparse.Namespace) -> int:
     service = WorldService(cfg)
     port = service.bind()
     print(f"world service on {cfg.host}:{port}: WebSocket at /ws, viewer at "
-          f"http://{cfg.host}:{port}/ (Ctrl+C stops)", flush=True)
+          f"http://{cfg.host}:{port}/viewer (Ctrl+C stops)", flush=True)
     service.serve_forever()
     return 0

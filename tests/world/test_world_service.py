@@ -1,7 +1,7 @@
 """The world service over real loopback sockets: uvicorn in a thread, real WebSocket clients.
 
-Headless Chromium is not available on this machine, so the browser viewer is only checked for
-being served and pointing at the WebSocket path, not driven.
+The browser viewer is tested in test_world_service_viewer.py (in headless Chromium where one is
+installed), the remote world's link and reconnection in test_world_service_link.py.
 """
 
 from __future__ import annotations
