@@ -10,7 +10,9 @@ named pipelines.
 - :class:`OASCovariances`: covariance matrices with OAS shrinkage (well conditioned with many
   channels and short windows).
 - :class:`CCAClassifier`, :class:`FilterBankCCA`: SSVEP decoding by canonical correlation
-  analysis against sine/cosine references.
+  analysis against sine/cosine references, optionally with a learned no-control state
+  (``rest_label``: windows of rest teach a gate on the best correlation and its margin, and
+  ``rest`` becomes a class that the control policy never fires on).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 from pyriemann.estimation import Covariances
 from scipy.optimize import minimize_scalar
 from scipy.signal import sosfilt, sosfilt_zi, sosfiltfilt
+from scipy.special import ndtr
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.pipeline import FeatureUnion
 
@@ -153,6 +156,25 @@ class CCAClassifier(ClassifierMixin, BaseEstimator):
     Nothing is learnt from the data but the class list and one softmax temperature that turns
     correlations into calibrated probabilities (fitted by maximum likelihood).
 
+    With ``rest_label`` set and windows of that label in ``y`` (the person rests or looks away),
+    the decoder also learns a no-control state from two features of each window, the best score
+    and its margin over the second (high when one target is attended, low for rest):
+
+    - a logistic regression of attended against rest windows gives the direction ``w`` in which
+      the two features separate best;
+    - the evidence ``u = w . f`` is referenced to the rest windows alone:
+      ``p(control) = Phi((u - mean_rest) / sd_rest)``, the normal probability that a rest
+      window scores lower. Rest correlations are chance correlations, which depend on the
+      channels and the window length but not on how strong the person's SSVEP is that day, so
+      this stays calibrated when the response is weaker in the next session (a boundary placed
+      between the classes, as the regression's own probability puts it, moved with the SSVEP
+      amplitude: on the simulated participant it missed every gaze of a session whose
+      response was half as strong, measured).
+
+    The targets share p(control) by their softmax and ``rest`` gets ``1 - p(control)``. Without
+    a gate every window is some target, and a confident softmax picks one even while the
+    person rests.
+
     Parameters
     ----------
     sfreq : float
@@ -163,15 +185,32 @@ class CCAClassifier(ClassifierMixin, BaseEstimator):
         Number of harmonics in the references.
     l_freq, h_freq : float or None
         Band-pass applied to each window first (None: no filtering).
+    rest_label : str or None
+        Label of no-control windows in ``y``; None: no no-control state (every label is a
+        target).
+    gate_C : float
+        Inverse regularisation of the gate's logistic regression (on standardised features).
+
+    Attributes
+    ----------
+    targets_ : ndarray of str
+        The target classes (``classes_`` less ``rest_label``).
+    gate_ : LogisticRegression or None
+        The gate's direction (None without a no-control state).
+    rest_mean_, rest_sd_ : float
+        Mean and SD of the gate's evidence over the rest windows.
     """
 
     def __init__(self, sfreq: float = 250.0, freqs: dict | None = None, n_harmonics: int = 3,
-                 l_freq: float | None = 6.0, h_freq: float | None = 40.0) -> None:
+                 l_freq: float | None = 6.0, h_freq: float | None = 40.0,
+                 rest_label: str | None = None, gate_C: float = 1.0) -> None:
         self.sfreq = sfreq
         self.freqs = freqs
         self.n_harmonics = n_harmonics
         self.l_freq = l_freq
         self.h_freq = h_freq
+        self.rest_label = rest_label
+        self.gate_C = gate_C
 
     def _bands(self) -> list[tuple[float | None, float | None]]:
         return [(self.l_freq, self.h_freq)]
@@ -181,18 +220,28 @@ class CCAClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):
         y = np.asarray(y)
+        rest = np.zeros(len(y), dtype=bool) if self.rest_label is None else y == self.rest_label
+        if self.rest_label is not None and not rest.any():
+            raise ValueError(
+                f"No window labelled {self.rest_label!r} to learn the no-control state from; "
+                "train on recordings with rest periods, or set rest_label=None.")
         self.classes_ = np.unique(y)
+        self.targets_ = np.unique(y[~rest])
+        if len(self.targets_) < 2:
+            raise ValueError(f"An SSVEP decoder needs at least two targets, got "
+                             f"{list(self.targets_)}.")
         freqs = self.freqs or {}
         self.target_freqs_ = np.array(
-            [float(freqs[c]) if c in freqs else parse_frequency(c) for c in self.classes_])
+            [float(freqs[c]) if c in freqs else parse_frequency(c) for c in self.targets_])
         self.filters_ = [
             BandPass(self.sfreq, lo, hi).fit() if (lo or hi) else None for lo, hi in self._bands()
         ]
         self.temperature_ = 1.0
         self.n_times_ = int(np.shape(X)[-1])
         self.references_ = self._references(self.n_times_)  # reused by every decision
-        scores = self.decision_function(X)
-        idx = np.searchsorted(self.classes_, y)
+        raw = self.correlations(X)
+        scores = raw[~rest]
+        idx = np.searchsorted(self.targets_, y[~rest])
         # One temperature for calibrated probabilities: maximise the log-likelihood of y.
 
         def nll(log_t: float) -> float:
@@ -203,7 +252,31 @@ class CCAClassifier(ClassifierMixin, BaseEstimator):
 
         res = minimize_scalar(nll, bounds=(-3.0, 8.0), method="bounded")
         self.temperature_ = float(np.exp(res.x))
+        self.gate_ = None
+        if rest.any():
+            from sklearn.linear_model import LogisticRegression
+
+            feats = self._gate_features(raw)
+            self.gate_mean_ = feats.mean(axis=0)
+            self.gate_scale_ = feats.std(axis=0) + 1e-12
+            # Balanced: rest periods are usually longer than cues, and a gate that learnt
+            # their prior would miss short gazes; the operating point sets the trade-off.
+            self.gate_ = LogisticRegression(C=float(self.gate_C), class_weight="balanced").fit(
+                (feats - self.gate_mean_) / self.gate_scale_, (~rest).astype(int))
+            u = self._evidence(raw)[rest]
+            self.rest_mean_, self.rest_sd_ = float(u.mean()), float(u.std() + 1e-12)
         return self
+
+    def _evidence(self, raw: np.ndarray) -> np.ndarray:
+        """The gate's linear evidence for control, per window."""
+        z = (self._gate_features(raw) - self.gate_mean_) / self.gate_scale_
+        return z @ self.gate_.coef_[0]
+
+    @staticmethod
+    def _gate_features(raw: np.ndarray) -> np.ndarray:
+        """Best score and its margin over the second, per window (n, 2)."""
+        top = np.sort(raw, axis=1)[:, -2:]
+        return np.stack([top[:, 1], top[:, 1] - top[:, 0]], axis=1)
 
     def _references(self, n_times: int) -> list[np.ndarray]:
         t = np.arange(n_times) / float(self.sfreq)
@@ -218,8 +291,9 @@ class CCAClassifier(ClassifierMixin, BaseEstimator):
             refs.append(Q)
         return refs
 
-    def decision_function(self, X) -> np.ndarray:
-        """Weighted sum of squared canonical correlations, shape (n_windows, n_classes)."""
+    def correlations(self, X) -> np.ndarray:
+        """Weighted sum of squared canonical correlations with each target,
+        shape (n_windows, n_targets), targets in :attr:`targets_` order."""
         X = np.asarray(X, dtype=np.float64)
         refs = (self.references_ if X.shape[-1] == self.n_times_
                 else self._references(X.shape[-1]))
@@ -229,16 +303,43 @@ class CCAClassifier(ClassifierMixin, BaseEstimator):
             Xf = filt.transform(X) if filt is not None else X
             Xc = Xf - Xf.mean(axis=2, keepdims=True)
             out += w * _max_canon_corrs(Xc, refs) ** 2
-        return out * self.temperature_
+        return out
 
-    def predict_proba(self, X) -> np.ndarray:
-        z = self.decision_function(X)
+    def control_probability(self, X) -> np.ndarray:
+        """p(control), the gate's probability that a target is attended (ones without a gate)."""
+        return self._control(self.correlations(X))
+
+    def _control(self, raw: np.ndarray) -> np.ndarray:
+        if getattr(self, "gate_", None) is None:
+            return np.ones(len(raw))
+        return ndtr((self._evidence(raw) - self.rest_mean_) / self.rest_sd_)
+
+    def _proba(self, raw: np.ndarray) -> np.ndarray:
+        z = raw * self.temperature_
         z = z - z.max(axis=1, keepdims=True)
         p = np.exp(z)
-        return p / p.sum(axis=1, keepdims=True)
+        p /= p.sum(axis=1, keepdims=True)
+        if getattr(self, "gate_", None) is None:
+            return p
+        control = self._control(raw)
+        out = np.empty((len(raw), len(self.classes_)))
+        out[:, np.searchsorted(self.classes_, self.targets_)] = p * control[:, None]
+        out[:, int(np.searchsorted(self.classes_, self.rest_label))] = 1.0 - control
+        return out
+
+    def decision_function(self, X) -> np.ndarray:
+        """Scores per class, shape (n_windows, n_classes): the squared canonical correlations
+        times the temperature; with a no-control state, the log-probabilities."""
+        raw = self.correlations(X)
+        if getattr(self, "gate_", None) is None:
+            return raw * self.temperature_
+        return np.log(np.maximum(self._proba(raw), 1e-300))
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self._proba(self.correlations(X))
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
 class FilterBankCCA(CCAClassifier):
@@ -254,8 +355,8 @@ class FilterBankCCA(CCAClassifier):
 
     def __init__(self, sfreq: float = 250.0, freqs: dict | None = None, n_harmonics: int = 3,
                  l_freq: float | None = 6.0, h_freq: float | None = 40.0,
-                 n_bands: int = 3) -> None:
-        super().__init__(sfreq, freqs, n_harmonics, l_freq, h_freq)
+                 n_bands: int = 3, rest_label: str | None = None, gate_C: float = 1.0) -> None:
+        super().__init__(sfreq, freqs, n_harmonics, l_freq, h_freq, rest_label, gate_C)
         self.n_bands = n_bands
 
     def _bands(self) -> list[tuple[float | None, float | None]]:

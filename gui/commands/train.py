@@ -153,6 +153,8 @@ def _run_asynchronous(args: argparse.Namespace) -> int:
     from calibration.async_training import AsyncConfig, train_async
     from control.bundle import save_bundle
 
+    if (args.paradigm or _paradigm_of(args.recordings[0])) == "ssvep":
+        return _run_ssvep_asynchronous(args)
     if not args.classes:
         raise ValueError("--asynchronous needs the movement classes, e.g. "
                          "--classes left_hand,right_hand (rest is added).")
@@ -172,6 +174,48 @@ def _run_asynchronous(args: argparse.Namespace) -> int:
         print(f"  {name + (' *' if name == result.best else ''):<10} {c['threshold']:>9g} "
               f"{c['dwell_s']:>7g} {c['tau_s']:>5g} {c['hit_rate']:>5.2f} "
               f"{c['wrong_rate']:>5.2f} {c['fa_per_min']:>6.2f} {c['n_cues']:>4} "
+              f"{c['rest_minutes']:>8.2f}")
+    if not result.meets_target:
+        print(f"  no operating point met {args.target_fa:g} false activations per minute; "
+              "the bundle carries the one with the fewest")
+    out = args.out or Path("decoders") / (args.recordings[0].name.replace(".", "_") + "-async")
+    bundle_path = save_bundle(result.bundle, out / ("decoder.zip" if args.zip else "decoder"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "asynchronous.json").write_text(json.dumps(
+        result.summary() | {"config": asdict(config)}, indent=2, default=float))
+    print(f"decoder bundle: {bundle_path} (operating point: threshold "
+          f"{result.chosen.point.threshold:g}, dwell {result.chosen.point.dwell_s:g} s)")
+    return 0
+
+
+def _run_ssvep_asynchronous(args: argparse.Namespace) -> int:
+    """SSVEP with a learned no-control state (calibration.ssvep_async)."""
+    import json
+    from dataclasses import asdict
+
+    from calibration.ssvep_async import SSVEPAsyncConfig, train_ssvep_async
+    from control.bundle import save_bundle
+
+    config = SSVEPAsyncConfig(classes=tuple(c for c in args.classes or () if c != args.rest),
+                              rest_label=args.rest, label_map=args.label_map,
+                              window_s=args.window[1] - args.window[0], step_s=args.step,
+                              band=args.band or (6.0, 40.0), target_fa_per_min=args.target_fa,
+                              picks=args.channels or "posterior",
+                              **({"pipelines": tuple(args.pipelines)} if args.pipelines else {}))
+    result = train_ssvep_async(args.recordings, config, progress=True)
+    print(f"asynchronous SSVEP decoder, classes {', '.join(result.bundle.classes)} (rest: the "
+          f"learned no-control state, never a pick); channels "
+          f"{', '.join(result.bundle.ch_names)}; {sum(result.n_windows.values())} training "
+          f"windows {result.n_windows}")
+    print(f"pseudo-online CV ({result.folds}), chosen operating point of each pipeline:")
+    print(f"  {'pipeline':<8} {'threshold':>9} {'dwell s':>7} {'tau s':>5} {'hits':>5} "
+          f"{'wrong':>5} {'FA/min':>6} {'pick s':>6} {'gazes':>5} {'rest min':>8}")
+    for name, c in result.summary()["candidates"].items():
+        lat = c.get("median_latency_s")
+        print(f"  {name + (' *' if name == result.best else ''):<8} {c['threshold']:>9g} "
+              f"{c['dwell_s']:>7g} {c['tau_s']:>5g} {c['hit_rate']:>5.2f} "
+              f"{c['wrong_rate']:>5.2f} {c['fa_per_min']:>6.2f} "
+              f"{'' if lat is None else f'{lat:.2f}':>6} {c['n_cues']:>5} "
               f"{c['rest_minutes']:>8.2f}")
     if not result.meets_target:
         print(f"  no operating point met {args.target_fa:g} false activations per minute; "
