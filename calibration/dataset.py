@@ -182,7 +182,7 @@ def load_recording(path: str | Path) -> Recording:
             from bci.recording import read_session
 
             raw, events = read_session(path)
-            raw.load_data()
+            raw.load_data(verbose="error")
             events = events[["onset", "duration", "description"]].reset_index(drop=True)
         else:
             raise DatasetError(

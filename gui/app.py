@@ -12,7 +12,6 @@ from pathlib import Path
 
 from bci.acquisition import Acquisition
 from bci.config import SimulatedSpec, make_source, parse_source
-from bci.eventlog import EventLog
 from bci.simulated_lsl import PublishedParticipant
 from bci.stream import Source
 
@@ -36,6 +35,9 @@ class RunOptions:
     max_seconds: float | None = None  # window: close after this long (tests, demos)
     checkpoint: Path | None = None  # mvdt: a checkpoint folder instead of the shipped one
     start_image: Path | None = None  # an image file the world starts from
+    photodiode: bool = False  # window: the photodiode patch and its LSL markers
+    report: bool = True  # window: run_window writes report.html once the window has closed
+    task: str = "route"  # headless: "route" (scripted), "cued" or "navigation" (online tasks)
 
 
 def has_display() -> bool:
@@ -104,7 +106,7 @@ def _meta(opts: RunOptions) -> dict:
 
 
 def run_headless_session(opts: RunOptions):
-    """The headless run of ``make run``: returns a :class:`gui.headless.HeadlessResult`."""
+    """The headless run of ``yume run``: returns a :class:`gui.headless.HeadlessResult`."""
     from gui.headless import run_headless
 
     source = open_source(opts.source)  # bad names fail before anything is created
@@ -112,52 +114,87 @@ def run_headless_session(opts: RunOptions):
     folder = session_folder(opts.out)
     acq = start_acquisition(source)
     try:
-        if opts.decoder is None:
-            return run_headless(engine, folder, acquisition=acq, realtime=opts.realtime,
-                                seed=opts.seed, meta=_meta(opts))
-        from control.policy import PolicyConfig
-        from gui.headless import decoder_route
-        from gui.steering import Steering, decoder_control
+        steering = task = None
+        route = None
+        if opts.decoder is not None:
+            from control.policy import PolicyConfig
+            from gui.headless import decoder_route
+            from gui.steering import Steering, decoder_control
 
-        if acq is None:
-            raise ValueError("--decoder needs a signal source; leave out --source none.")
-        online = decoder_control(opts.decoder, acq, PolicyConfig(mode=opts.control_mode),
-                                 adapt=opts.adapt)
-        steering = Steering(acq, online)
-        # The decoder reads live EEG: the run is paced in real time whatever --fast says.
-        return run_headless(engine, folder, route=decoder_route(online.policy.mapping),
-                            acquisition=acq, realtime=True, steering=steering,
-                            seed=opts.seed, meta=_meta(opts))
+            if acq is None:
+                raise ValueError("--decoder needs a signal source; leave out --source none.")
+            online = decoder_control(opts.decoder, acq, PolicyConfig(mode=opts.control_mode),
+                                     adapt=opts.adapt)
+            steering = Steering(acq, online)
+            route = decoder_route(online.policy.mapping)
+        if opts.task in ("cued", "navigation"):
+            task = make_task(opts.task, steering, opts.control_mode)
+        # A decoder reads live EEG: its runs are paced in real time whatever --fast says.
+        realtime = opts.realtime or steering is not None
+        kwargs = {"route": route} if route is not None else {}
+        return run_headless(engine, folder, acquisition=acq, realtime=realtime,
+                            steering=steering, task=task, seed=opts.seed, meta=_meta(opts),
+                            **kwargs)
     finally:
         if acq is not None:
             acq.stop()
         engine.close()
 
 
+def make_task(name: str, steering=None, control_mode: str = "direct"):
+    """An online task for ``yume run --task`` with the decoder's mapping (or the default)."""
+    from gui.tasks.cued import CuedTask
+    from gui.tasks.navigation import NavigationTask
+
+    mapping = steering.online.policy.mapping if steering is not None and steering.online else None
+    if name == "cued":
+        return CuedTask(mapping, rest_jitter_s=1.0)
+    discrete = steering is not None and steering.online is not None and control_mode == "discrete"
+    return NavigationTask(mapping=mapping, n_landmarks=1, time_limit_s=180.0,
+                          command_s=steering.hybrid.timeouts.get("decoder", 1.0)
+                          if discrete else None)
+
+
 def build_window(opts: RunOptions):
-    """Create (but do not show) the main window with its world server and acquisition."""
+    """Create (but do not show) the main window with its session runtime, world server and
+    acquisition.
+
+    The window drives a :class:`gui.runtime.SessionRuntime` like a headless run does, so its
+    session folder (``window.session_folder``) holds the same files; the world server steps the
+    runtime's traced world. Closing the window finishes the session (latency, summary);
+    ``report.html`` takes seconds, so :func:`run_window` writes it after the window has gone
+    (``window.runtime.write_report()`` does it elsewhere).
+    """
     from control.policy import PolicyConfig
     from gui.main_window import MainWindow
+    from gui.runtime import SessionRuntime
     from gui.steering import Steering, decoder_control
     from world.server import WorldServer
 
     source = open_source(opts.source)  # bad names fail before anything is created
     engine, first = make_engine(opts)
-    folder = session_folder(opts.out)
-    log = EventLog(folder / "session.jsonl")
-    acq = start_acquisition(source)
+    acq = None
     try:
+        acq = start_acquisition(source)
         steering = None
         if opts.decoder:
             policy = PolicyConfig(mode=opts.control_mode)
             steering = Steering(acq, decoder_control(opts.decoder, acq, policy,
                                                      adapt=opts.adapt))
+        folder = session_folder(opts.out)
+        # The window watches the source itself (banner, impedance) and logs what it sees.
+        runtime = SessionRuntime(engine, folder, acquisition=acq, steering=steering,
+                                 seed=opts.seed, report=False, watch=False,
+                                 meta={**_meta(opts), "mode": "window",
+                                       "photodiode": opts.photodiode})
+        server = WorldServer(runtime.world, on_still=runtime.world_still, clock=runtime.clock)
+        window = MainWindow(server, acquisition=acq, record_dir=Path(opts.out) / "recordings",
+                            runtime=runtime, photodiode=opts.photodiode)
     except Exception:
         if acq is not None:
             acq.stop()
+        engine.close()
         raise
-    window = MainWindow(WorldServer(engine), acquisition=acq, log=log,
-                        record_dir=Path(opts.out) / "recordings", steering=steering)
     window.show_image(first.frames[-1])
     window.session_folder = folder
     return window
@@ -210,7 +247,8 @@ def run_window(opts: RunOptions) -> int:
     A start-up error (a source that cannot be opened, a decoder that does not fit) is shown in
     a message box when there is a display, since a desktop launcher has no terminal, then
     raised as before (``yume`` prints it and exits with code 2). With ``max_seconds`` the box
-    closes by itself after that long, like the window.
+    closes by itself after that long, like the window. Once the window has closed (its session
+    finished), the session report is written unless ``opts.report`` is False.
     """
     from PyQt6 import QtCore, QtWidgets
 
@@ -234,6 +272,11 @@ def run_window(opts: RunOptions) -> int:
         code = app.exec()
     finally:
         signal.signal(signal.SIGTERM, previous)
+    window.shutdown()  # a no-op when the window closed normally
     window.log.close()
     print(f"session log: {window.session_folder / 'session.jsonl'}")
+    if opts.report:
+        report = window.runtime.write_report()
+        if report is not None:
+            print(f"session report: {report}")
     return int(code)

@@ -170,7 +170,8 @@ def run_headless(engine: WorldEngine, out_dir: str | Path,
     runtime = SessionRuntime(engine, folder, acquisition=acquisition, steering=steering,
                              task=task, seed=seed, meta=meta, report=False, record=record)
     if task is not None:
-        limit = float(max_seconds or getattr(task, "time_limit_s", None) or 300.0)
+        # A task with a schedule ends itself; the margin lets its last block close first.
+        limit = float(max_seconds or (getattr(task, "time_limit_s", None) or 298.0) + 2.0)
         total = int(round(limit * engine.frame_rate))
         steps = [(None, limit)]
     else:

@@ -3,12 +3,25 @@
 Nothing here blocks the GUI thread: the world runs in a :class:`world.server.WorldServer` thread,
 acquisition in an :class:`bci.acquisition.Acquisition` thread; timers only copy what is ready.
 A :class:`LoopMonitor` measures how late the event loop runs, shown in the status bar.
+
+With a :class:`gui.runtime.SessionRuntime` (what :func:`gui.app.build_window` gives it) the window
+is one more driver of the session loop, like the headless run: its control timer calls
+:meth:`~gui.runtime.SessionRuntime.tick`, its world thread steps the runtime's traced world, keys
+go through :meth:`~gui.runtime.SessionRuntime.keyboard` and each painted frame is reported with
+:meth:`~gui.runtime.SessionRuntime.frame_shown`, so its session folder is the headless one
+(decisions, ticks, route, per-stage latency, recording, summary, report).
+
+The photodiode option draws a patch in a corner of the world view that flips black/white with
+every new command the world shows and publishes an LSL marker stamped with the paint's time
+(BCI2000/BciPy-style display validation: a photodiode on the patch, recorded on an auxiliary
+channel, measures what the screen really did after that time).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,16 +33,20 @@ from bci.eventlog import EventLog
 from bci.health import SourceWatch
 from bci.quality_watch import QualityWatch
 from bci.stream import SourceState
-from control.actions import Action
+from control.actions import IDLE, Action
 from control.keyboard import KeyboardMap
 from gui.control_panel import ControlPanel
 from gui.keys import KeysWidget
 from gui.record_toggle import RecordToggle
+from gui.runtime import SessionRuntime
 from gui.steering import Steering
 from gui.traces import TracesWidget
 from world.server import Frame, WorldServer
 
 logger = logging.getLogger(__name__)
+
+#: Name of the LSL marker stream of the photodiode patch's flips.
+PHOTODIODE_STREAM = "yume-photodiode"
 
 # Qt key codes -> the key names used by control.keyboard.
 _KEY_NAMES = {
@@ -74,22 +91,54 @@ class LoopMonitor(QtCore.QObject):
 
 
 class WorldView(QtWidgets.QLabel):
-    """Shows RGB frames scaled to fit, keeping the aspect ratio."""
+    """Shows RGB frames scaled to fit, keeping the aspect ratio.
 
-    def __init__(self, parent=None) -> None:
+    Frames given with their index are reported to :attr:`on_paint` when they are painted
+    (``on_paint(indices, t)``, ``t`` on the LSL clock); when it returns True the photodiode patch
+    flips colour in that same paint.
+
+    Parameters
+    ----------
+    photodiode : bool
+        Draw the photodiode patch (:attr:`patch_px` square, top-left corner).
+    """
+
+    patch_px = 40
+
+    def __init__(self, parent=None, photodiode: bool = False) -> None:
         super().__init__(parent)
         self.setMinimumSize(256, 256)
         self.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         self.setStyleSheet("background:#111;")
         self.image: np.ndarray | None = None
+        self.photodiode = bool(photodiode)
+        self.patch_white = False
+        self.on_paint: Callable[[list[int], float], bool] | None = None
+        self._pending: list[int] = []  # indices of frames set but not painted yet
 
-    def show_frame(self, image: np.ndarray) -> None:
+    def show_frame(self, image: np.ndarray, index: int | None = None) -> None:
         self.image = np.ascontiguousarray(image)
         h, w, _ = self.image.shape
         qimg = QtGui.QImage(self.image.data, w, h, 3 * w, QtGui.QImage.Format.Format_RGB888)
         pix = QtGui.QPixmap.fromImage(qimg.copy())
         self.setPixmap(pix.scaled(self.size(), QtCore.Qt.AspectRatioMode.KeepAspectRatio,
                                   QtCore.Qt.TransformationMode.FastTransformation))
+        if index is not None:
+            self._pending.append(int(index))
+
+    def paintEvent(self, event: QtGui.QPaintEvent) -> None:  # noqa: N802 - Qt API
+        # Stamped before drawing: the patch's colour for this paint depends on what it shows.
+        t = local_clock()
+        shown, self._pending = self._pending, []
+        if shown and self.on_paint is not None and self.on_paint(shown, t):
+            self.patch_white = not self.patch_white
+        super().paintEvent(event)
+        if self.photodiode:
+            painter = QtGui.QPainter(self)
+            colours = QtCore.Qt.GlobalColor
+            colour = colours.white if self.patch_white else colours.black
+            painter.fillRect(0, 0, self.patch_px, self.patch_px, colour)
+            painter.end()
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -110,23 +159,48 @@ class MainWindow(QtWidgets.QMainWindow):
     steering : Steering or None
         Keyboard/decoder arbitration; keyboard only when None. With a decoder, a control panel
         (probability bars, policy state, mapping, start/stop/panic) is shown.
+    runtime : SessionRuntime or None
+        The session loop (see the module docstring): ``server`` must step ``runtime.world``; the
+        runtime's log and steering are the window's. Without one the window steers the server
+        directly and writes only ``log``.
+    photodiode : bool
+        Draw the photodiode patch and publish its flips on the LSL marker stream
+        :data:`PHOTODIODE_STREAM` (needs ``runtime``: the flips follow its commands).
     """
 
     def __init__(self, server: WorldServer, acquisition: Acquisition | None = None,
                  keymap: KeyboardMap | None = None, log: EventLog | None = None,
-                 record_dir: str | Path | None = None, steering: Steering | None = None) -> None:
+                 record_dir: str | Path | None = None, steering: Steering | None = None,
+                 runtime: SessionRuntime | None = None, photodiode: bool = False) -> None:
         super().__init__()
         self.setWindowTitle("Yume BCI")
         self.server, self.acquisition = server, acquisition
         self.keymap = keymap or KeyboardMap()
+        self.runtime = runtime
+        if runtime is not None:
+            if server.engine is not runtime.world:
+                raise ValueError("The world server must step runtime.world (the traced world), "
+                                 "not the bare engine; build it with WorldServer(runtime.world).")
+            log, steering = runtime.log, runtime.steering
         self.log = log
         self.steering = steering or Steering(acquisition)
         self.pressed: set[str] = set()
+        self._key_action: Action = IDLE  # what the keys asked for last
         self.frames_shown = 0
         self._shown_times: list[float] = []
+        self._closed = False
+        if photodiode and runtime is None:
+            raise ValueError("The photodiode patch flips with the session's commands; give the "
+                             "window a runtime (build it with gui.app.build_window).")
+        self.photodiode_outlet = None
+        if photodiode:
+            from bci.lsl_outlet import MarkerOutlet
+
+            self.photodiode_outlet = MarkerOutlet(PHOTODIODE_STREAM)
 
         self.message = QtWidgets.QLabel()
-        self.world_view = WorldView()
+        self.world_view = WorldView(photodiode=photodiode)
+        self.world_view.on_paint = self._painted
         self.keys = KeysWidget(self.keymap)
         # Shown across the top while the source is lost or has ended (see _watch_source).
         self.banner = QtWidgets.QLabel()
@@ -226,47 +300,78 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- life cycle -------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the world server and the display timers."""
+        """Start the session, the world server and the display timers."""
+        # window_started stays the log's first line (before the runtime's run_started).
+        self._log("window_started", world=self.server.engine.name,
+                  photodiode=self.photodiode_outlet is not None)
+        if self.runtime is not None and not self.runtime.started:
+            self.runtime.start()
         self.server.start()
         self.frame_timer.start(max(int(1000 / self.server.engine.frame_rate), 1))
         self.status_timer.start(500)
         self.control_timer.start(20)
         if self.traces is not None:
             self.traces.start()
-        if self.log is not None:
-            self.log.log("window_started", world=self.server.engine.name)
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 - Qt API
         self.shutdown()
         super().closeEvent(event)
 
     def shutdown(self) -> None:
-        """Stop timers and threads; safe to call twice."""
+        """Stop timers and threads, finish the session; safe to call twice."""
         self.frame_timer.stop()
         self.status_timer.stop()
         self.control_timer.stop()
         self.release_timer.stop()
+        if self._closed:
+            return
+        self._closed = True
         if self.traces is not None:
             self.traces.stop()
         if self.record is not None and self.record.is_recording:
             self.record.stop(wait=True)  # the BIDS copy must be complete before we exit
-        self.server.stop()
+        self.server.stop()  # no world step after this: the runtime can close its tables
         if self.acquisition is not None:
             self.acquisition.stop()
-        if self.log is not None:
-            self.log.log("window_closed", frames_shown=self.frames_shown,
-                         ui_lag_p99_ms=self.monitor.percentile(99))
+        if self.photodiode_outlet is not None:
+            self.photodiode_outlet.close()
+            self.photodiode_outlet = None
+        closed = dict(frames_shown=self.frames_shown,
+                      ui_lag_p99_ms=self.monitor.percentile(99))
+        if self.runtime is None:
+            if self.log is not None:
+                self.log.log("window_closed", **closed)
+            return
+        try:
+            # latency.*, summary.json (report.html too if the runtime was made to write it;
+            # build_window leaves that to run_window); closes the runtime's log.
+            self.runtime.finish(**closed, displayed_fps=round(self.displayed_fps(), 1))
+        finally:
+            # ...and window_closed stays its last line, appended once the runtime is done.
+            with EventLog(self.runtime.log.path) as log:
+                log.log("window_closed", **closed)
+
+    def _log(self, kind: str, **fields) -> None:
+        """Log from the GUI thread (through the runtime, which serialises it with the world
+        thread's lines)."""
+        if self.runtime is not None:
+            self.runtime.note(kind, **fields)
+        elif self.log is not None:
+            self.log.log(kind, **fields)
 
     def _note(self, kind: str, **fields) -> None:
-        if self.log is not None:
-            self.log.log(kind, **fields)
+        self._log(kind, **fields)
         self.message.setText(f"{kind.replace('_', ' ')}: {next(iter(fields.values()), '')}")
 
     # -- steering ---------------------------------------------------------------------------
     def set_action(self, action: Action, origin: str = "keyboard") -> None:
-        """Set the world's action directly (the arbiter calls this; so can scripts)."""
+        """Set the world's action directly (the arbiter calls this; so can scripts).
+
+        With a runtime the session log records what the world takes (its ``action`` lines come
+        from the traced world); without one the change is logged here.
+        """
         if action != self.server.action:
-            if self.log is not None:
+            if self.runtime is None and self.log is not None:
                 self.log.log("action", action=str(action), index=action.index, origin=origin)
             if self.record is not None and self.record.is_recording:
                 # Commands go into the recording's events too, for offline analysis.
@@ -276,9 +381,13 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _keys_changed(self) -> None:
         action = self.keymap.action(self.pressed)
-        self.steering.keyboard(action, local_clock())
-        if self.steering.keys_drive_intent and self.log is not None:
-            self.log.log("intent", intent=self.steering.intent_for(action), keys=str(action))
+        if action != self._key_action:  # one command (and one trace) per change of the keys
+            self._key_action = action
+            if self.runtime is not None:
+                # A command (or, playing a simulated participant, an intent) of the session.
+                self.runtime.keyboard(action)
+            else:
+                self.steering.keyboard(action, local_clock())
         self._control_tick()  # apply at once: no timer delay between key and world
 
     def panic(self, origin: str = "key") -> None:
@@ -295,26 +404,33 @@ class MainWindow(QtWidgets.QMainWindow):
     def _decoder(self, enabled: bool) -> None:
         self.steering.set_decoder_enabled(enabled, local_clock())
         self.control_panel.set_running(self.steering.decoder_enabled)
-        if self.log is not None:
-            self.log.log("decoder_control", enabled=enabled)
+        self._log("decoder_control", enabled=enabled)
 
     def _mapping_changed(self, mapping) -> None:
         if self.steering.online is not None:
             self.steering.online.policy.mapping = mapping
-            if self.log is not None:
-                self.log.log("mapping_changed", mapping=str(mapping))
+            self._log("mapping_changed", mapping=str(mapping))
 
     def _control_tick(self) -> None:
-        tick = self.steering.tick(local_clock())
-        for out in tick.policy:
-            if self.control_panel is not None:
+        if self.runtime is not None:
+            # Decodes, logs decisions/ticks/commands and traces them (see SessionRuntime.tick).
+            result = self.runtime.tick()
+            action, origin, reason, outputs = (result.action, result.origin, result.reason,
+                                               result.policy)
+        else:
+            tick = self.steering.tick(local_clock())
+            action, origin, reason, outputs = (tick.output.action, tick.output.source,
+                                               tick.output.reason, tick.policy)
+            for out in outputs:
+                if out.command is not None and self.log is not None:
+                    self.log.log("decision", t=out.timestamp, command=str(out.command),
+                                 action=str(out.action), state=out.state.value)
+        if self.control_panel is not None:
+            for out in outputs:
                 self.control_panel.show_output(out)
-            if out.command is not None and self.log is not None:
-                self.log.log("decision", t=out.timestamp, command=str(out.command),
-                             action=str(out.action), state=out.state.value)
-        self.set_action(tick.output.action, origin=tick.output.source)
-        if tick.output.reason and tick.output.reason != self.message.text():
-            self.message.setText(tick.output.reason)
+        self.set_action(action, origin=origin)
+        if reason and reason != self.message.text():
+            self.message.setText(reason)
 
     def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802 - Qt API
         if event.key() == QtCore.Qt.Key.Key_Escape:
@@ -367,10 +483,26 @@ class MainWindow(QtWidgets.QMainWindow):
         if not frames:
             return
         frame: Frame = frames[0]
-        self.world_view.show_frame(frame.image)
+        self.world_view.show_frame(frame.image, frame.index)
         self.frames_shown += 1
         now = time.perf_counter()
         self._shown_times = [t for t in self._shown_times if now - t < 2.0] + [now]
+
+    def _painted(self, indices: list[int], t: float) -> bool:
+        """Frames ``indices`` were painted at ``t``: close their traces; True flips the
+        photodiode patch (they show a new command), which is logged and published."""
+        if self.runtime is None or self._closed:
+            return False
+        closed = [trace for i in indices for trace in self.runtime.frame_shown(i, t)]
+        if not closed or self.photodiode_outlet is None:
+            return False
+        flip = {"patch": "black" if self.world_view.patch_white else "white",
+                "frame": indices[-1], "ids": [tr.id for tr in closed],
+                "actions": [tr.action for tr in closed], "origins": [tr.origin for tr in closed]}
+        # Stamped with the paint's time, the time frame_shown has in latency.tsv.
+        self.photodiode_outlet.push_json(flip, t)
+        self._log("photodiode", t=t, **flip)
+        return True
 
     def show_image(self, image: np.ndarray) -> None:
         """Show an image directly (the first frame after a reset)."""
@@ -409,13 +541,11 @@ class MainWindow(QtWidgets.QMainWindow):
         now = local_clock()
         was_lost = self.source_watch.lost_since is not None
         for kind, fields in self.source_watch.poll(now):
-            if self.log is not None:
-                self.log.log(kind, source=acq.info.name, **fields)
+            self._log(kind, source=acq.info.name, **fields)
         lost = self.source_watch.lost_since is not None
         if not lost:  # judging the frozen last seconds of a lost stream would mislead
             for kind, fields in self.quality_watch.poll(now):
-                if self.log is not None:
-                    self.log.log(kind, source=acq.info.name, **fields)
+                self._log(kind, source=acq.info.name, **fields)
             if self.traces is not None:
                 self.traces.set_quality(self.quality_watch.report,
                                         self.quality_watch.impedance_kohm)

@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,8 @@ class Frame:
     pose: np.ndarray
     action: Action
     world_time: float
-    index: int
+    index: int  # counted from 0 over every frame the server generated, in order
+    generated_at: float = 0.0  # the server's clock when its chunk came back from the engine
 
 
 class WorldServer:
@@ -46,12 +48,22 @@ class WorldServer:
     idle_steps : bool
         If False, the engine is not stepped while the action is idle (the picture stays still and
         no compute is spent); if True, idle is stepped like any other action.
+    on_still : callable or None
+        Called from the server thread with the idle action when the world stops being stepped
+        after a step (``idle_steps=False``), in order with the steps, so a log of what the world
+        did also shows it standing still.
+    clock : callable
+        Stamps :attr:`Frame.generated_at` (the window passes the LSL clock).
     """
 
     def __init__(self, engine: WorldEngine, max_ready: int | None = None,
-                 idle_steps: bool = False) -> None:
+                 idle_steps: bool = False, on_still: Callable[[Action], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self.idle_steps = idle_steps
+        self.on_still = on_still
+        self.clock = clock
+        self._stepped = False  # the last thing the thread did was a step (not standing still)
         max_ready = max(int(engine.frames_per_step), 1) if max_ready is None else max_ready
         self._ready: queue.Queue[Frame] = queue.Queue(maxsize=max_ready)
         self._action = IDLE
@@ -103,10 +115,26 @@ class WorldServer:
         frames = self.engine.frames_per_step * len(self.chunk_seconds)
         return frames / max(sum(self.chunk_seconds), 1e-9)
 
+    def _note_still(self, action: Action) -> None:
+        """Tell ``on_still`` once that the world stopped being stepped."""
+        if self._stepped and self.on_still is not None:
+            try:
+                self.on_still(action)
+            except Exception:  # noqa: BLE001 - a failing observer must not stop the world
+                logger.exception("on_still failed")
+        self._stepped = False
+
     def _run(self) -> None:
+        self._loop()
+        action = self.action
+        if action.is_idle and not self.idle_steps:  # stopped while asked to stand still
+            self._note_still(action)
+
+    def _loop(self) -> None:
         while not self._stop.is_set():
             action = self.action
             if action.is_idle and not self.idle_steps:
+                self._note_still(action)
                 self._wake.wait(0.05)
                 self._wake.clear()
                 continue
@@ -118,10 +146,12 @@ class WorldServer:
                 logger.exception("world engine failed")
                 self._stop.set()
                 return
+            self._stepped = True
+            generated = self.clock()
             self.chunk_seconds = (self.chunk_seconds + [time.perf_counter() - t0])[-20:]
             for i in range(len(chunk)):
                 frame = Frame(chunk.frames[i], chunk.poses[i], action,
-                              float(chunk.timestamps[i]), self._index)
+                              float(chunk.timestamps[i]), self._index, generated)
                 self._index += 1
                 while not self._stop.is_set():
                     try:

@@ -62,8 +62,27 @@ def add_parser(sub) -> None:
                       help="open the window (needs a display)")
     p.add_argument("--fast", action="store_true",
                    help="headless: do not pace the route in real time")
+    p.add_argument("--task", choices=("auto", "mission", "route", "cued", "navigation"),
+                   default="auto",
+                   help="what the run does. mission: calibrate the simulated participant faster "
+                        "than real time, train a decoder with a no-control state, then (headless) "
+                        "a cued online run and a navigation task steered by the decoded EEG, or "
+                        "(window) the window with that decoder, the keys playing the "
+                        "participant's intent; route: the scripted ~20 s route headless, free "
+                        "keyboard steering in the window; cued / navigation: that online task "
+                        "alone (headless, with --decoder or the keys' own actions). auto is "
+                        "mission for the simulated source without --decoder, otherwise route")
+    p.add_argument("--participant", choices=("easy", "realistic"), default="easy",
+                   help="mission: the simulated participant (easy: a clear imagery signature, "
+                        "so that the loop can be seen working; realistic: about as hard to "
+                        "decode as a person)")
     p.add_argument("--max-seconds", type=float, default=None,
                    help="window: close automatically after this many seconds")
+    p.add_argument("--photodiode", action="store_true",
+                   help="window: a square in the world view's top-left corner flips "
+                        "black/white with every new command the world shows, and each flip is "
+                        "an LSL marker (stream 'yume-photodiode') and a 'photodiode' log line; "
+                        "tape a photodiode on it, record it on an auxiliary channel, and compare")
     p.set_defaults(func=run)
 
 
@@ -78,8 +97,22 @@ def run(args: argparse.Namespace) -> int:
                       control_mode=args.control_mode, adapt=args.adapt, out=args.out,
                       headless=args.headless,
                       realtime=not args.fast, max_seconds=args.max_seconds,
-                      checkpoint=args.checkpoint, start_image=args.start_image)
+                      checkpoint=args.checkpoint, start_image=args.start_image,
+                      photodiode=args.photodiode)
     headless = (not has_display()) if opts.headless is None else opts.headless
+    if opts.photodiode and headless:
+        raise ValueError("--photodiode draws its patch in the window; run with a display or "
+                         "--window.")
+    task = args.task
+    if task == "auto":
+        task = "mission" if args.source == "simulated" and args.decoder is None else "route"
+    if task == "mission":
+        return _mission(args, opts, headless)
+    if task in ("cued", "navigation"):
+        if not headless:
+            raise ValueError(f"--task {task} runs headless for now; add --headless (the window "
+                             "has free steering and --task mission).")
+        opts.task = task
     if not headless:
         return run_window(opts)
     result = run_headless_session(opts)
@@ -99,3 +132,36 @@ def run(args: argparse.Namespace) -> int:
         print("  (interrupted: the outputs hold the route up to the stop)")
         return 130
     return 0
+
+
+def _mission(args: argparse.Namespace, opts, headless: bool) -> int:
+    """``--task mission``: the whole loop, headless or up to the decoder in the window."""
+    from dataclasses import replace
+
+    from gui.app import make_engine, run_window
+    from gui.mission import (
+        MissionOptions,
+        calibrate_and_train,
+        participant_source_file,
+        print_mission,
+        run_mission,
+    )
+
+    engine, _ = make_engine(opts)  # a bad world, resolution or image fails before training
+    engine.close()
+    mission = MissionOptions(out=args.out, world=args.world, resolution=args.resolution,
+                             seed=args.seed, participant=args.participant)
+    if headless:
+        result = run_mission(mission)
+        print_mission(result)
+        return 0
+    from gui.app import session_folder
+
+    folder = session_folder(args.out)
+    print("calibrating the simulated participant (faster than real time) and training a "
+          "decoder with a no-control state ...", flush=True)
+    bundle, _ = calibrate_and_train(folder / "calibration", mission)
+    source = participant_source_file(folder / "participant.json", mission)
+    print(f"decoder: {bundle}; in the window the keys make the participant imagine (← left "
+          "hand, → right hand, W feet) and the decoded EEG steers", flush=True)
+    return run_window(replace(opts, decoder=bundle, source=str(source), control_mode="discrete"))

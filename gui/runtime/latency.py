@@ -97,11 +97,14 @@ class LatencyTracer:
         for p in self._pending_frame.get(int(step), []):
             p.stamps["frame_generated"] = float(t)
 
-    def frame_shown(self, step: int, t: float) -> None:
-        """The first frame of world step ``step`` was shown at ``t`` (closes its traces)."""
-        for p in self._pending_frame.pop(int(step), []):
+    def frame_shown(self, step: int, t: float) -> list[Trace]:
+        """The first frame of world step ``step`` was shown at ``t``; returns the traces this
+        closed."""
+        closed = self._pending_frame.pop(int(step), [])
+        for p in closed:
             p.stamps.setdefault("frame_generated", float(t))
             p.stamps["frame_shown"] = float(t)
+        return closed
 
     # ---------------------------------------------------------------- summaries
     def intervals(self) -> dict[str, np.ndarray]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,7 @@ class TickResult:
     origin: str
     commands: list[tuple[Action, str | None]]
     reason: str = ""
+    policy: list = field(default_factory=list)  # the policy outputs (the window's panel shows them)
 
 
 class TracedWorld:
@@ -295,7 +296,7 @@ class SessionRuntime:
                     for kind, fields in watch.poll(now):
                         self.log.log(kind, source=self.acquisition.info.name, **fields)
             return TickResult(now, tick.output.action, tick.output.source, commands,
-                              tick.output.reason)
+                              tick.output.reason, list(tick.policy))
 
     # ------------------------------------------------------------------ world
     def _step_world(self, action: Action) -> Chunk:
@@ -334,12 +335,33 @@ class SessionRuntime:
                     self.log.log("task_event", task=self.task.name, **event)
         return chunk
 
-    def frame_shown(self, frame_index: int, t: float | None = None) -> None:
-        """Frame ``frame_index`` (counted from the first generated) was shown at ``t``."""
+    def frame_shown(self, frame_index: int, t: float | None = None) -> list:
+        """Frame ``frame_index`` (counted from the first generated) was shown at ``t``.
+
+        Returns the traces (:class:`gui.runtime.latency.Trace`) this closed: the commands this
+        frame is the first to show (the window's photodiode patch flips for them).
+        """
         with self._lock:
             step = self._step_first_frame.pop(int(frame_index), None)
-            if step is not None:
-                self.tracer.frame_shown(step, self.clock() if t is None else t)
+            if step is None:
+                return []
+            return self.tracer.frame_shown(step, self.clock() if t is None else t)
+
+    def world_still(self, action: Action) -> None:
+        """The world stands still with ``action`` without being stepped (a world server that
+        does not step an idle world): logged as an ``action``, as a step with it would be."""
+        with self._lock:
+            if action != self._last_action and not self.finished:
+                self.log.log("action", action=str(action), index=action.index, step=None,
+                             still=True)
+                self._last_action = action
+
+    def note(self, kind: str, **fields) -> None:
+        """Log an entry of the caller's own (the window's) under the runtime's lock, so that
+        it cannot interleave with what the world thread writes."""
+        with self._lock:
+            if not self.finished:
+                self.log.log(kind, **fields)
 
     def step_shown(self, chunk_first_frame: int, t: float | None = None) -> None:
         """Alias of :meth:`frame_shown` for the first frame of a chunk."""

@@ -136,7 +136,7 @@ def test_held_key_keeps_one_simulated_intent_in_decoder_mode(qapp, tmp_path, pum
         assert pump(1.0, until=lambda: participant.intent == "rest")
     finally:
         window.close()
-    logged = [r["intent"] for r in _kinds(window) if r["kind"] == "intent"]
+    logged = [r["cls"] for r in _kinds(window) if r["kind"] == "intent"]
     assert logged == ["left_hand", "rest"]
 
 

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_headless_run_writes_animation_sheet_signals_and_log(tmp_path, capsys):
-    code = main(["run", "--headless", "--fast", "--resolution", "64x64", "--out", str(tmp_path)])
+    code = main(["run", "--headless", "--task", "route", "--fast", "--resolution", "64x64",
+                 "--out", str(tmp_path)])
     assert code == 0
     printed = capsys.readouterr().out
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
@@ -84,7 +85,7 @@ def test_window_opens_under_xvfb(tmp_path):
     yume = [sys.executable, "-m", "gui.cli"]
     proc = subprocess.run(
         ["xvfb-run", "-a", "-s", "-screen 0 1280x800x24", *yume, "run", "--max-seconds", "4",
-         "--resolution", "96x96", "--out", str(tmp_path)],
+         "--task", "route", "--resolution", "96x96", "--out", str(tmp_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
