@@ -195,5 +195,6 @@ class GridMenu(_TwoLevelMenu):
 
 
 def ssvep_classes(frequencies: Sequence[float]) -> tuple[str, ...]:
-    """Class names of SSVEP targets as the simulator and decoders spell them (``ssvep:12.0``)."""
-    return tuple(f"ssvep:{float(f):.1f}" for f in frequencies)
+    """Class names of SSVEP targets as calibration, the simulator and decoders spell them
+    (``ssvep:12``, ``ssvep:8.5``): a menu built from these matches a calibrated bundle."""
+    return tuple(f"ssvep:{float(f):g}" for f in frequencies)

@@ -54,7 +54,11 @@ def test_one_switch_automatic_scanning():
 def test_grid_menu_with_ssvep_targets_in_policy():
     freqs = (8.0, 8.6, 9.2, 10.0, 10.8, 11.6, 12.4, 13.2, 14.0)
     targets = ssvep_classes(freqs)
-    assert targets[0] == "ssvep:8.0"
+    # Spelled as calibration and the simulator spell them, so a calibrated bundle matches.
+    assert targets[:2] == ("ssvep:8", "ssvep:8.6")
+    from calibration.paradigm import SSVEPParadigm
+
+    assert SSVEPParadigm(targets=tuple({"freq": f} for f in freqs)).classes == targets
     menu = GridMenu(targets, back="rest_back")
     assert menu.labels()[5] == "W+A"
     classes = ("rest",) + targets
