@@ -37,7 +37,7 @@ class RunOptions:
     start_image: Path | None = None  # an image file the world starts from
     photodiode: bool = False  # window: the photodiode patch and its LSL markers
     report: bool = True  # window: run_window writes report.html once the window has closed
-    task: str = "route"  # headless: "route" (scripted), "cued" or "navigation" (online tasks)
+    task: str = "route"  # "route" (scripted headless), "cued" or "navigation" (online tasks)
 
 
 def has_display() -> bool:
@@ -155,20 +155,42 @@ def make_task(name: str, steering=None, control_mode: str = "direct"):
                           if discrete else None)
 
 
-def build_window(opts: RunOptions):
+def build_window(opts: RunOptions, task=None):
     """Create (but do not show) the main window with its session runtime, world server and
     acquisition.
 
     The window drives a :class:`gui.runtime.SessionRuntime` like a headless run does, so its
     session folder (``window.session_folder``) holds the same files; the world server steps the
-    runtime's traced world. Closing the window finishes the session (latency, summary);
-    ``report.html`` takes seconds, so :func:`run_window` writes it after the window has gone
-    (``window.runtime.write_report()`` does it elsewhere).
+    runtime's traced world. Closing the window finishes the session (latency, summary, and
+    ``task.json``/``task.tsv`` with a task); ``report.html`` takes seconds, so
+    :func:`run_window` writes it after the window has gone (``window.runtime.write_report()``
+    does it elsewhere).
+
+    With ``opts.task`` ``"cued"`` or ``"navigation"`` (or a ``task`` object, which takes its
+    place) the runtime runs that online task and the window shows its instruction above the
+    world. With the simulated participant and a decoder the task's intent is what the
+    participant imagines, as in a headless run; with anyone else (a person, or no decoder)
+    the task only cues and scores, and the person steers. While a task runs the world is
+    stepped when idle too, as headless, so the task observes every step and its events are
+    logged on time.
+
+    Parameters
+    ----------
+    opts : RunOptions
+        What to run.
+    task : object or None
+        An online task (:mod:`gui.tasks`) to run instead of the one ``opts.task`` names.
+
+    Returns
+    -------
+    MainWindow
     """
     from control.policy import PolicyConfig
     from gui.main_window import MainWindow
     from gui.runtime import SessionRuntime
     from gui.steering import Steering, decoder_control
+    from gui.tasks import TaskError
+    from world.sandbox_scene import SandboxScene
     from world.server import WorldServer
 
     source = open_source(opts.source)  # bad names fail before anything is created
@@ -181,13 +203,21 @@ def build_window(opts: RunOptions):
             policy = PolicyConfig(mode=opts.control_mode)
             steering = Steering(acq, decoder_control(opts.decoder, acq, policy,
                                                      adapt=opts.adapt))
+        if task is None and opts.task in ("cued", "navigation"):
+            task = make_task(opts.task, steering, opts.control_mode)
+        if getattr(task, "name", None) == "navigation" and not isinstance(
+                getattr(engine, "scene", None), SandboxScene):
+            raise TaskError("The navigation task needs the sandbox city's map; run it with "
+                            "--world sandbox.")
         folder = session_folder(opts.out)
         # The window watches the source itself (banner, impedance) and logs what it sees.
         runtime = SessionRuntime(engine, folder, acquisition=acq, steering=steering,
-                                 seed=opts.seed, report=False, watch=False,
+                                 task=task, task_steers=False, seed=opts.seed, report=False,
+                                 watch=False,
                                  meta={**_meta(opts), "mode": "window",
                                        "photodiode": opts.photodiode})
-        server = WorldServer(runtime.world, on_still=runtime.world_still, clock=runtime.clock)
+        server = WorldServer(runtime.world, on_still=runtime.world_still, clock=runtime.clock,
+                             idle_steps=task is not None)
         window = MainWindow(server, acquisition=acq, record_dir=Path(opts.out) / "recordings",
                             runtime=runtime, photodiode=opts.photodiode)
     except Exception:
@@ -275,6 +305,9 @@ def run_window(opts: RunOptions) -> int:
     window.shutdown()  # a no-op when the window closed normally
     window.log.close()
     print(f"session log: {window.session_folder / 'session.jsonl'}")
+    if window.task is not None:
+        print(f"task: {window.task_text.replace(chr(10), ': ')} "
+              f"({window.session_folder / 'task.json'})")
     if opts.report:
         report = window.runtime.write_report()
         if report is not None:

@@ -11,6 +11,12 @@ go through :meth:`~gui.runtime.SessionRuntime.keyboard` and each painted frame i
 :meth:`~gui.runtime.SessionRuntime.frame_shown`, so its session folder is the headless one
 (decisions, ticks, route, per-stage latency, recording, summary, report).
 
+With an online task in the runtime (``yume run --window --task cued|navigation``) the task's
+instruction (``task.describe(now)``: the cue and its seconds left, or the next landmark's
+bearing and distance, and the headline figures once it is done) stands above the world; it
+changes at the control tick that asks the task, and each new headline is logged as
+``task_instruction``.
+
 The photodiode option draws a patch in a corner of the world view that flips black/white with
 every new command the world shows and publishes an LSL marker stamped with the paint's time
 (BCI2000/BciPy-style display validation: a photodiode on the patch, recorded on an auxiliary
@@ -19,6 +25,7 @@ channel, measures what the screen really did after that time).
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 from collections.abc import Callable
@@ -242,8 +249,27 @@ class MainWindow(QtWidgets.QMainWindow):
         blay.addWidget(self.stop_button)
         mlay.addWidget(box)
 
+        # The online task's instruction, above the world (see _show_task).
+        self.task = getattr(runtime, "task", None)
+        self.task_label: QtWidgets.QLabel | None = None
+        self.task_text = ""
+        self._task_headline = ""
+        left: QtWidgets.QWidget = self.world_view
+        if self.task is not None and hasattr(self.task, "describe"):
+            self.task_label = QtWidgets.QLabel()
+            self.task_label.setObjectName("taskInstruction")
+            self.task_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+            self.task_label.setWordWrap(True)
+            self.task_label.setTextFormat(QtCore.Qt.TextFormat.RichText)
+            self.task_label.setStyleSheet("background:#0d2a4a;color:white;padding:8px;")
+            left = QtWidgets.QWidget()
+            llay = QtWidgets.QVBoxLayout(left)
+            llay.setContentsMargins(0, 0, 0, 0)
+            llay.setSpacing(0)
+            llay.addWidget(self.task_label)
+            llay.addWidget(self.world_view, 1)
         split = QtWidgets.QSplitter()
-        split.addWidget(self.world_view)
+        split.addWidget(left)
         split.addWidget(middle)
         self.control_panel: ControlPanel | None = None
         if self.steering.online is not None:
@@ -380,6 +406,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.keys.show_action(action)
 
     def _keys_changed(self) -> None:
+        if self._closed:  # keys released by the close's focus-out: the session is over
+            return
         action = self.keymap.action(self.pressed)
         if action != self._key_action:  # one command (and one trace) per change of the keys
             self._key_action = action
@@ -412,6 +440,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self._log("mapping_changed", mapping=str(mapping))
 
     def _control_tick(self) -> None:
+        if self._closed:  # e.g. the focus-out that follows the close: the session is over
+            return
         if self.runtime is not None:
             # Decodes, logs decisions/ticks/commands and traces them (see SessionRuntime.tick).
             result = self.runtime.tick()
@@ -429,8 +459,34 @@ class MainWindow(QtWidgets.QMainWindow):
             for out in outputs:
                 self.control_panel.show_output(out)
         self.set_action(action, origin=origin)
+        self._show_task(result.now if self.runtime is not None else None)
         if reason and reason != self.message.text():
             self.message.setText(reason)
+
+    def _show_task(self, now: float | None = None) -> None:
+        """Put the task's instruction (``task.describe(now)``) above the world.
+
+        Called at every control tick with the tick's time, right after the runtime asked the
+        task what it means then, so the text and the logged intent always agree and a cue
+        shows within a tick (20 ms) of its scheduled onset. Each new headline (a cue, a rest,
+        the next landmark, the end) is logged as ``task_instruction`` at that time (the text
+        is set microseconds later, the paint within one event-loop pass).
+        """
+        if self.task_label is None or self._closed:
+            return
+        now = local_clock() if now is None else now
+        text = str(self.task.describe(now))
+        if text == self.task_text:
+            return
+        self.task_text = text
+        headline, _, detail = text.partition("\n")
+        self.task_label.setText(
+            f"<div style='font-size:22pt;font-weight:bold'>{html.escape(headline)}</div>"
+            f"<div style='font-size:12pt'>{html.escape(detail)}</div>")
+        if headline != self._task_headline:
+            self._task_headline = headline
+            self._log("task_instruction", t=now, task=self.task.name, text=headline,
+                      detail=detail)
 
     def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:  # noqa: N802 - Qt API
         if event.key() == QtCore.Qt.Key.Key_Escape:

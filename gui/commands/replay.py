@@ -16,7 +16,9 @@ def add_parser(sub) -> None:
             "world re-renders the resulting commands. Give --decoder to decode the same data with "
             "another bundle and compare. Writes a new session folder (decisions, ticks, route, "
             "latency, report) and comparison.json (identical or the first difference, commands "
-            "as intended by each decoder)."),
+            "as intended by each decoder). With --window the replay plays at the session's pace "
+            "in a window: the re-rendered world beside the recorded probabilities and commands, "
+            "with a cursor at the tick being replayed."),
     )
     p.add_argument("session", type=Path, help="the session folder (e.g. runs/20261201-101500)")
     p.add_argument("--decoder", type=Path, default=None,
@@ -26,14 +28,28 @@ def add_parser(sub) -> None:
     p.add_argument("--realtime", action="store_true",
                    help="wait between ticks as the session did; without it the replay "
                         "runs as fast as it can")
+    p.add_argument("--window", action="store_true",
+                   help="show the replay in a window at the session's pace (needs a display); "
+                        "closing the window before the end stops it")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from gui.runtime.replay import replay_session
+    if args.window:
+        from gui.replay_window import run_replay_window
 
-    result = replay_session(args.session, decoder=args.decoder, out=args.out,
-                            realtime=args.realtime)
+        window = run_replay_window(args.session, decoder=args.decoder, out=args.out)
+        if window.error is not None:
+            raise ValueError(window.error)
+        if window.result is None:
+            print(f"replay of {args.session}: stopped when the window closed")
+            return 130
+        result = window.result
+    else:
+        from gui.runtime.replay import replay_session
+
+        result = replay_session(args.session, decoder=args.decoder, out=args.out,
+                                realtime=args.realtime)
     c = result.comparison
     print(f"replay of {args.session}: {c['ticks']} ticks, {c['windows_replay']} decoded windows, "
           f"outputs in {result.folder}")

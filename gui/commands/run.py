@@ -70,7 +70,10 @@ def add_parser(sub) -> None:
                         "(window) the window with that decoder, the keys playing the "
                         "participant's intent; route: the scripted ~20 s route headless, free "
                         "keyboard steering in the window; cued / navigation: that online task "
-                        "alone (headless, with --decoder or the keys' own actions). auto is "
+                        "alone (headless: the task's intent steers through --decoder, or "
+                        "directly without one; window: the task's instruction above the world, "
+                        "a person steers, or with --decoder the simulated participant imagines "
+                        "what the task asks). auto is "
                         "mission for the simulated source without --decoder, otherwise route")
     p.add_argument("--participant", choices=("easy", "realistic"), default="easy",
                    help="mission: the simulated participant (easy: a clear imagery signature, "
@@ -109,10 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if task == "mission":
         return _mission(args, opts, headless)
     if task in ("cued", "navigation"):
-        if not headless:
-            raise ValueError(f"--task {task} runs headless for now; add --headless (the window "
-                             "has free steering and --task mission).")
-        opts.task = task
+        opts.task = task  # the window shows its instructions; headless runs it unattended
     if not headless:
         return run_window(opts)
     result = run_headless_session(opts)

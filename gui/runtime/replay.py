@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,7 +154,8 @@ def compare_decisions(original: Path, replay: Path) -> dict:
 
 def replay_session(folder: str | Path, decoder: str | Path | None = None,
                    out: str | Path | None = None, engine=None, realtime: bool = False,
-                   progress: bool = True, report: bool = True) -> ReplayResult:
+                   progress: bool = True, report: bool = True,
+                   on_tick: Callable | None = None) -> ReplayResult:
     """Re-run the session in ``folder`` (see the module docstring).
 
     Parameters
@@ -173,6 +175,12 @@ def replay_session(folder: str | Path, decoder: str | Path | None = None,
         Show a progress bar.
     report : bool
         Write the replay's report.
+    on_tick : callable or None
+        ``on_tick(index, now, tick, chunk)`` after each replayed tick: its row in ``ticks.tsv``,
+        its recorded LSL time, the :class:`~gui.runtime.session.TickResult` and the world's
+        :class:`~world.base.Chunk` (what ``yume replay --window`` shows). It runs in the
+        replay's thread; an exception it raises stops the replay (the runtime is finished
+        all the same) and propagates.
 
     Returns
     -------
@@ -239,8 +247,10 @@ def replay_session(folder: str | Path, decoder: str | Path | None = None,
                 time.sleep(max(0.0, (now - t0) - (time.perf_counter() - t0_wall)))
             tick = runtime.tick(now=now)
             first = runtime.n_frames
-            runtime.world.step(tick.action)
+            chunk = runtime.world.step(tick.action)
             runtime.frame_shown(first, now)
+            if on_tick is not None:
+                on_tick(k, now, tick, chunk)
             bar.update()
     finally:
         bar.close()

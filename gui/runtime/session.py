@@ -99,6 +99,9 @@ class SessionRuntime:
         Keyboard/decoder arbitration (keyboard only when None).
     task : object or None
         An online task (:mod:`gui.tasks`): it says what the participant intends and scores it.
+    task_steers : bool
+        Without a decoder, the task's intent steers the world (a headless run); False: the task
+        only cues and scores, and a person steers (the window).
     record : bool
         Record the source into ``recording/`` (a BIDS session; needed for replay and for the
         report's signals).
@@ -117,7 +120,8 @@ class SessionRuntime:
     def __init__(self, engine: WorldEngine, folder: str | Path, *,
                  acquisition: Acquisition | None = None, steering: Steering | None = None,
                  task=None, record: bool = True, seed: int = 0, meta: dict | None = None,
-                 report: bool = True, watch: bool = True, clock=local_clock) -> None:
+                 report: bool = True, watch: bool = True, clock=local_clock,
+                 task_steers: bool = True) -> None:
         self.engine = engine
         self.world = TracedWorld(self, engine)
         self.folder = Path(folder)
@@ -125,6 +129,7 @@ class SessionRuntime:
         self.acquisition = acquisition
         self.steering = steering or Steering(acquisition)
         self.task = task
+        self.task_steers = bool(task_steers)
         self.seed = int(seed)
         self.meta = dict(meta or {})
         self.record = bool(record)
@@ -237,7 +242,7 @@ class SessionRuntime:
             decoded = self.steering.online is not None
             if decoded and self.steering.keys_drive_intent:
                 self.steering.keyboard(action, now)
-            elif not decoded:
+            elif not decoded and (origin != "task" or self.task_steers):
                 self._command(action, origin, now)
                 self.steering.keyboard(action, now)
 

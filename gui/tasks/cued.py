@@ -213,6 +213,34 @@ class CuedTask(OnlineTask):
     def done(self) -> bool:
         return self.t0 is not None and self._now - self.t0 >= self.time_limit_s
 
+    def describe(self, t: float) -> str:
+        """What the screen asks of the participant at ``t``: a headline, a newline, a detail.
+
+        During a cue: ``Imagine LEFT HAND ←`` and the seconds left of it with the cue count;
+        during rest: ``Rest`` and the cues done (not the time to the next cue: the rest is
+        jittered so that the cue cannot be anticipated); once over: ``Done`` with the hits
+        and the false activations per minute of rest. Reads the task, never advances it.
+        """
+        if self.t0 is None:
+            return "Get ready\nthe cued run has not started"
+        rel = float(t) - self.t0
+        cues = self.cues
+        if self.done or rel >= self.time_limit_s:
+            s = self.summary()
+            fa = s.get("fa_per_min")
+            fa_text = f"{fa:.1f}" if fa is not None and np.isfinite(fa) else "–"
+            return (f"Done\n{s.get('hits', 0)}/{s.get('n_cues', 0)} cues hit · {fa_text} false "
+                    "activations/min of rest")
+        b = self.block_at(t)
+        if b is not None and b.kind == "cue":
+            i = cues.index(b)
+            name = b.cls.replace("_", " ").upper()
+            left = int(np.ceil(b.end - rel - 1e-9))
+            return (f"Imagine {name} {format_action(self.mapping.action(b.cls))}\n"
+                    f"{left} s left · cue {i + 1} of {len(cues)}")
+        finished = sum(c.end <= rel for c in cues)
+        return f"Rest\n{finished} of {len(cues)} cues done"
+
     # ------------------------------------------------------------------ scoring
 
     @property

@@ -406,6 +406,42 @@ class NavigationTask(OnlineTask):
         events, self._events = self._events, []
         return events
 
+    def describe(self, t: float) -> str:
+        """What the screen tells the participant at ``t``: a headline, a newline, a detail.
+
+        While walking: the next landmark, an arrow of its bearing from the walker's heading
+        (straight line, not the path), its distance, and the commands so far; once over:
+        the completion time and the path walked against the shortest (or, out of time, the
+        landmarks reached). Reads the task, never advances it.
+        """
+        if self.t0 is None:
+            return "Get ready\nthe navigation task has not started"
+        limit = self.time_limit_s
+        if self.done:
+            s = self.summary()
+            if s["completed"]:
+                ratio = f" ({s['path_ratio']:.2f}×)" if s["path_ratio"] is not None else ""
+                return (f"Done: course completed\n{s['completion_time_s']:.1f} s · path "
+                        f"{s['walked_m']:.1f} m vs shortest {s['shortest_m']:.1f} m{ratio} · "
+                        f"{s['n_commands']} commands, {s['wrong_commands']} wrong")
+            return (f"Time is up\n{s['reached']} of {s['n_landmarks']} landmarks reached in "
+                    f"{limit:.0f} s · path {s['walked_m']:.1f} m · {s['n_commands']} commands")
+        leg = self.current
+        if leg is None:
+            return "Navigation\nplanning the course"
+        (x, z), yaw = self._xz, self._yaw
+        dx, dz = leg.centre[0] - x, leg.centre[1] - z
+        bearing = float(np.degrees(_wrap(np.arctan2(dx, dz) - yaw)))  # + is to the right
+        arrow = "↑↗→↘↓↙←↖"[int(round(bearing / 45.0)) % 8]
+        side = ("ahead" if abs(bearing) < 10 else
+                f"{abs(bearing):.0f}° to the {'right' if bearing > 0 else 'left'}")
+        elapsed = min(max(float(t) - self.t0, 0.0), limit)
+        n = self.n_commands
+        return (f"Go to the {leg.landmark.replace('_', ' ')} {arrow}\n"
+                f"{np.hypot(dx, dz):.0f} m away, {side} · landmark {leg.index + 1} of "
+                f"{len(self.course)} · {n} command{'' if n == 1 else 's'} ({self.n_wrong} "
+                f"wrong) · {elapsed:.0f} of {limit:.0f} s")
+
     def intended_between(self, t0: float, t1: float) -> set[Action]:
         """Every action the planner intended at some time in [t0, t1]."""
         out, before = set(), None
