@@ -22,7 +22,7 @@ run: $(STAMP)
 test: $(STAMP)
 	@bash .ci/system-packages.sh
 	QT_QPA_PLATFORM=offscreen SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy \
-		$(BIN)/python -m pytest -q
+		$(BIN)/python -m pytest -q --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -468,7 +468,7 @@ SCENARIOS = [outlet_restart, rate_change, channel_change, nonfinite_samples, clo
              lambda tmp: signal_record(tmp, signal.SIGKILL),
              lambda tmp: signal_record(tmp, signal.SIGTERM)]
 CALIBRATE = ["calibrate", "--headless", "--speed", "1", "--trials", "10"]
-RUN = ["run", "--headless"]
+RUN = ["run", "--headless", "--task", "route"]  # the scripted route, not the mission
 SCENARIOS += [
     lambda tmp, sig=sig, cmd=cmd, name=name, wait=wait: signal_command(tmp, sig, name, cmd, wait)
     for name, cmd, wait in (("yume calibrate --headless", CALIBRATE, "*/raw/timestamps.f64"),
