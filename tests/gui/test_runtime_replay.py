@@ -1,5 +1,8 @@
 """The session runtime's record of a decoder run, its latency traces, and `yume replay`.
 
+(`yume run --decoder` headless: the scripted participant imagines, the decoder steers, the log
+holds what was meant beside what happened.)
+
 A real loop: a simulated participant streamed over LSL, a decoder trained on its twin, the
 sandbox world. The replay must give the same decisions bit for bit and the same actions.
 """
@@ -12,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bci.eventlog import read_event_log
 from bci.simulated import ParticipantConfig, SimulatedParticipant
 from bci.simulated_lsl import PublishedParticipant
 from control.bundle import save_bundle
@@ -47,6 +51,21 @@ def decoder_session(tmp_path_factory):
         acq.stop()
         engine.close()
     return result, path, other
+
+
+@pytest.mark.slow
+def test_headless_decoder_run_follows_the_imagined_route(decoder_session):
+    result, _, _ = decoder_session
+    log = read_event_log(result.log)
+    intents = [e["action"] for e in log if e["kind"] == "intent"]
+    assert intents == ["·", "←", "·", "→", "·"]
+    commands = [e for e in log if e["kind"] == "command"]
+    assert {c["cls"] for c in commands} >= {"left_hand", "right_hand"}, (commands, result.summary)
+    assert all("intended" in c for c in commands)
+    # Standing still all along would score 0 here; the decoder lags each change of intent by
+    # its 2 s window and the policy's smoothing and dwell (about 2.5 s of each 4 s intent),
+    # so at most ~0.4 of the moving frames can agree; 0.1 is a loop that steers.
+    assert result.summary["decoder_agreement_moving"] > 0.1, result.summary
 
 
 @pytest.mark.slow
