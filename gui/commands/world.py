@@ -172,6 +172,12 @@ def add_parser(sub) -> None:
     v.add_argument("--max-side", type=int, default=1024, help="largest frame height or width")
     v.add_argument("--max-upload-mb", type=float, default=8.0,
                    help="largest start image or clip, in MiB")
+    v.add_argument("--cluster", nargs="?", const="", default=None, metavar="CONFIG.json",
+                   help="serve as a Ray Serve deployment across the GPUs of a Ray cluster "
+                        "(world/cluster.py; needs ray[serve]): a replica per GPU, a session "
+                        "pinned to its replica, --max-sessions per replica; the JSON file "
+                        "holds the cluster settings (address, min_replicas, max_replicas, "
+                        "target_sessions, ...); the options above override it")
     v.set_defaults(func=run_serve)
 
 
@@ -326,6 +332,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from world.service import ServiceConfig, WorldService
 
     token = args.token if args.token is not None else os.environ.get("YUME_WORLD_TOKEN")
+    if args.cluster is not None:
+        return _run_serve_cluster(args, token or None)
     cfg = ServiceConfig(  # refuses a non-loopback host without a token (one sentence)
         host=args.host, port=args.port, token=token or None,
         engines=tuple(e.strip().lower() for e in args.engines.split(",") if e.strip()),
@@ -336,5 +344,24 @@ def run_serve(args: argparse.Namespace) -> int:
     port = service.bind()
     print(f"world service on {cfg.host}:{port}: WebSocket at /ws, viewer at "
           f"http://{cfg.host}:{port}/viewer (Ctrl+C stops)", flush=True)
+    service.serve_forever()
+    return 0
+
+
+def _run_serve_cluster(args: argparse.Namespace, token: str | None) -> int:
+    from world.cluster import ClusterConfig, ClusterService
+
+    overrides = dict(
+        host=args.host, port=args.port, token=token,
+        engines=tuple(e.strip().lower() for e in args.engines.split(",") if e.strip()),
+        checkpoint=args.checkpoint, torch_threads=args.threads,
+        sessions_per_replica=args.max_sessions, max_side=args.max_side,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    cfg = (ClusterConfig.from_file(args.cluster, **overrides) if args.cluster
+           else ClusterConfig(**overrides))
+    service = ClusterService(cfg).start()
+    status = service.status()
+    print(f"world cluster service on {service.url} (replicas {status['replicas']}, options "
+          f"{status['options']}); Ctrl+C stops", flush=True)
     service.serve_forever()
     return 0
