@@ -7,7 +7,12 @@ moment, the model's sharpness (Laplacian variance) as a fraction of the truth's 
 colour difference (0-255). Look at the PNG; the numbers only say where to look.
 
     .venv/bin/python benchmarks/bench_world_drive.py [--seconds 120] [--every 15] \\
-        [--size 64] [--seed 3000001] [--out runs/world/drive.png]
+        [--size 64] [--seed 3000001] [--out runs/world/drive.png] [--checkpoint DIR] \\
+        [--context-noise 0.0] [--feedback shown|latents]
+
+``--checkpoint`` drives another MVDT checkpoint (e.g. one with geometric memory,
+``world/mvdt/warp.py``); ``--context-noise`` and ``--feedback`` are the engine's inference
+options against long-drive divergence (:class:`world.mvdt.engine.MVDTWorld`).
 """
 
 from __future__ import annotations
@@ -57,11 +62,18 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=3_000_001, help="scene (outside training seeds)")
     ap.add_argument("--out", type=Path, default=Path("runs/world/drive.png"))
+    ap.add_argument("--checkpoint", default=None, help="MVDT checkpoint (default: shipped)")
+    ap.add_argument("--context-noise", type=float, default=0.0,
+                    help="std of noise on the history latents at inference (0 = off)")
+    ap.add_argument("--feedback", choices=("shown", "latents"), default="shown",
+                    help="history keeps the shown frames re-encoded, or the raw latents")
     args = ap.parse_args()
 
     rows, walls = {}, {}
     for name in ("sandbox", "mvdt"):
-        engine = make_world(name, height=args.size, width=args.size)
+        extra = ({"checkpoint": args.checkpoint, "context_noise": args.context_noise,
+                  "feedback": args.feedback} if name == "mvdt" else {})
+        engine = make_world(name, height=args.size, width=args.size, **extra)
         try:
             rows[name], walls[name] = drive(engine, args.seconds, args.every, args.seed)
         finally:

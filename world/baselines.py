@@ -242,6 +242,30 @@ class CameraWarp:
         k_dst = np.stack([cam.intrinsics(d.pitch) for d in dst])
         return self._grid(rel, k_src, k_dst, [d.pitch for d in dst], far_depth)
 
+    def valid_mask(self, src: Sequence[CameraState], dst: Sequence[CameraState],
+                   far_depth: float | None = None) -> torch.Tensor:
+        """Where ``dst[i]``'s pixels see inside the frame of ``src[i]``: bool ``(N, H, W)``.
+
+        The complement is what :meth:`warp` fills by border padding (out of view, or behind
+        the source camera); a model conditioned on the warp is told which pixels to trust.
+        """
+        grid = self.sampling_grid(src, dst, far_depth)
+        return (grid.abs() <= 1.0 + 1e-4).all(dim=-1)
+
+    def warp_with_mask(self, frames: np.ndarray, src: Sequence[CameraState],
+                       dst: Sequence[CameraState]) -> tuple[np.ndarray, torch.Tensor]:
+        """:meth:`warp` and :meth:`valid_mask` together: ``(uint8 (N, H, W, 3), bool (N, H, W))``.
+
+        One sampling grid serves both (for a pure rotation it is the homography's, so the
+        result is :meth:`warp`'s up to float rounding), which halves the cost of computing
+        them apart; the geometric memory of the MVDT calls this for every training batch.
+        """
+        grid = self.sampling_grid(src, dst)
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        warped = out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return warped, (grid.abs() <= 1.0 + 1e-4).all(dim=-1)
+
     # ------------------------------------------------------------------ prediction
     def predict(self, first: np.ndarray, actions: np.ndarray, frames_per_chunk: int,
                 start_pitch: Sequence[float] | None = None, chain: bool = False) -> np.ndarray:

@@ -154,14 +154,41 @@ class HonestConfig:
     seed: int = 0
 
 
-def model_generator(model, codec, eval_config, progress: bool = True) -> Generator:
-    """A :data:`Generator` for an MVDT model with :func:`world.evaluate.rollout`'s sampler."""
+def model_generator(model, codec, eval_config, progress: bool = True,
+                    context_noise: float = 0.0) -> Generator:
+    """A :data:`Generator` for an MVDT model with :func:`world.evaluate.rollout`'s sampler.
+
+    A model with geometric memory (``config.warp_sources``) is rolled out by
+    :class:`world.mvdt.warp.WarpRollout` with the same sampler settings, which keeps its
+    memory of the start frame and the newest frame and their commanded cameras.
+    ``context_noise`` (that rollout only) is the inference context noise of
+    :class:`world.mvdt.MVDTPipeline`.
+    """
     from world.evaluate import rollout
 
-    def generate(clips: list[Clip], n_chunks: int) -> np.ndarray:
-        return rollout(model, codec, clips, n_chunks, eval_config, progress, "honest")[0]
+    if not getattr(model.config, "warp_sources", None):
+        def generate(clips: list[Clip], n_chunks: int) -> np.ndarray:
+            return rollout(model, codec, clips, n_chunks, eval_config, progress, "honest")[0]
 
-    return generate
+        return generate
+    from tqdm.auto import tqdm
+
+    from world.mvdt import get_sampler
+    from world.mvdt.warp import WarpRollout
+
+    def generate_warp(clips: list[Clip], n_chunks: int) -> np.ndarray:
+        sampler = get_sampler(eval_config.sampler, num_steps=eval_config.num_steps,
+                              guidance_scale=eval_config.guidance_scale,
+                              guidance_interval=tuple(eval_config.guidance_interval),
+                              shift=eval_config.shift or model.config.flow_shift)
+        gen = WarpRollout(model, codec, sampler, torch.Generator().manual_seed(eval_config.seed),
+                          eval_config.negative, context_noise)
+        gen.reset(np.stack([c.frames[0] for c in clips]))
+        out = [gen.step([Action.from_index(int(c.actions[k])) for c in clips])
+               for k in tqdm(range(n_chunks), desc="honest", disable=not progress)]
+        return np.concatenate(out, axis=1)
+
+    return generate_warp
 
 
 # --------------------------------------------------------------------------- evaluation

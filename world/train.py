@@ -120,6 +120,10 @@ class TrainConfig:
         Left-right mirrored examples with mirrored actions (``ChunkSampler``'s ``mirror``).
     seed : int
         Seed of model initialisation and batch sampling.
+    warp_lr_scale : float
+        Learning-rate multiplier of the geometric-memory parameters (names containing
+        ``warp`` or the refiner's ``gate``): they start at zero on a warm start and must move
+        far in a short CPU run while the rest is only fine-tuned.
     """
 
     name: str = "sandbox-64"
@@ -151,6 +155,7 @@ class TrainConfig:
     mirror: bool = False
     seed: int = 0
     init_from: str = ""
+    warp_lr_scale: float = 1.0
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -244,8 +249,16 @@ class ChunkSampler:
 
     def __init__(self, frames: torch.Tensor, actions: torch.Tensor, frames_per_step: int,
                  codec, max_history: int | None = None, seed: int = 0,
-                 balance: float = 0.0, mirror: bool = False) -> None:
+                 balance: float = 0.0, mirror: bool = False, model_config=None) -> None:
         self.frames, self.actions, self.codec = frames, actions, codec
+        # A model with geometric memory gets its warp conditioning in every batch.
+        self.warp_config = (model_config if model_config is not None
+                            and getattr(model_config, "warp_sources", None) else None)
+        self._warp = None
+        if self.warp_config is not None:
+            from world.mvdt.warp import camera_warp
+
+            self._warp = camera_warp(self.warp_config)
         self.fps = frames_per_step
         self.max_history = max_history
         self.gen = torch.Generator().manual_seed(seed)
@@ -289,12 +302,35 @@ class ChunkSampler:
             clips = torch.where(flip.reshape(-1, 1, 1, 1, 1).to(clips.device), clips.flip(3),
                                 clips)
             actions = torch.where(flip[:, None], self._mirrored[actions], actions)
-        return {
+        out = {
             "history": self._encode(clips[:, hist_idx]),
             "target": self._encode(clips[:, start:start + self.fps]),
             "actions": [Action.from_index(int(a)) for a in actions[:, k]],
             "history_actions": actions[:, :k],
         }
+        if self.warp_config is not None:
+            out["warp"] = self._warp_condition(clips, actions, k, start)
+        return out
+
+    def _warp_condition(self, clips: torch.Tensor, actions: torch.Tensor, k: int,
+                        start: int) -> torch.Tensor:
+        """Geometric memory of chunk ``k``: the start frame and the frame before the chunk,
+        seen from their *commanded* cameras (as at run time), warped into the chunk's."""
+        from control.motion import CameraState
+        from world.mvdt.warp import chunk_states, warp_condition
+
+        states, targets = [], []
+        for row in actions[:, :k + 1].tolist():
+            cams, s = [CameraState()], CameraState()
+            for a in row:
+                cams += chunk_states(s, Action.from_index(int(a)), self.fps)
+                s = cams[-1]
+            states.append(cams)  # cams[i]: camera of frame i of the clip
+            targets.append(cams[start:start + self.fps])
+        sources = {"first": (clips[:, 0].cpu().numpy(), [c[0] for c in states]),
+                   "last": (clips[:, start - 1].cpu().numpy(), [c[start - 1] for c in states])}
+        return warp_condition(self.warp_config, self.codec, self._warp, sources, targets).to(
+            clips.device)
 
 
 def make_sampler(dataset: ClipDataset | list[ClipDataset], codec, model_config, seed: int = 0,
@@ -309,7 +345,7 @@ def make_sampler(dataset: ClipDataset | list[ClipDataset], codec, model_config, 
     frames = torch.cat([d.all_frames() for d in sets]).to(device)
     actions = torch.cat([d.all_actions() for d in sets])
     return ChunkSampler(frames, actions, sets[0].frames_per_step, codec,
-                        model_config.max_history_frames, seed, balance, mirror)
+                        model_config.max_history_frames, seed, balance, mirror, model_config)
 
 
 # --------------------------------------------------------------------------- state files
@@ -466,6 +502,20 @@ def load_motion_critic(folder: str | Path, codec, model_config, device: torch.de
     return critic
 
 
+def _param_groups(model, warp_lr_scale: float = 1.0) -> list[dict]:
+    """AdamW parameter groups: everything, or the rest then the geometric memory's parameters
+    (a fixed order by name, so a resumed run rebuilds the same groups)."""
+    def is_warp(name: str) -> bool:
+        return "warp" in name or name.startswith("refiner.gate")
+
+    named = list(model.named_parameters())
+    memory = [p for n, p in named if is_warp(n)]
+    if warp_lr_scale == 1.0 or not memory:
+        return [{"params": [p for _, p in named], "lr_scale": 1.0}]
+    return [{"params": [p for n, p in named if not is_warp(n)], "lr_scale": 1.0},
+            {"params": memory, "lr_scale": float(warp_lr_scale)}]
+
+
 def warm_start(model, checkpoint_dir: str | Path) -> list[str]:
     """Copy the weights of a checkpoint into ``model`` where names and shapes match.
 
@@ -561,8 +611,8 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
     ema = MVDT(model_config).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(_param_groups(model, cfg.warp_lr_scale), lr=cfg.lr,
+                            weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     state = {"step": 0, "elapsed": 0.0, "best_heldout": math.inf}
     if resume:
         model.load_state_dict(load_file(str(last / "model.safetensors"), device=str(device)))
@@ -619,7 +669,8 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
         while (state["step"] < cfg.max_steps and time.perf_counter() - t_start < budget_s
                and time.perf_counter() - t_session < session_s):
             for g in opt.param_groups:
-                g["lr"] = _lr_at(state["step"], cfg, time.perf_counter() - t_start)
+                g["lr"] = g.get("lr_scale", 1.0) * _lr_at(state["step"], cfg,
+                                                          time.perf_counter() - t_start)
             batch = sampler.sample(cfg.batch_size)
             if self_pipe is not None:
                 # Seeded by the step, so a resumed run makes the same choices.

@@ -95,6 +95,24 @@ class MVDTConfig:
         Largest standard deviation of Gaussian noise added to the history latents in training
         (drawn uniformly per example), so the model learns to continue from imperfect frames
         such as its own, which keeps long autoregressive runs from degrading.
+    warp_sources : list of str
+        Geometric memory (empty = off, the shipped model): which remembered frames are
+        reprojected into every target camera of the chunk by the commanded motion
+        (:class:`world.baselines.CameraWarp`: rotation exactly by homography, translation with
+        its fixed ground-plane depth prior) and given to the model: ``"first"`` (the start
+        frame, the world's anchor) and/or ``"last"`` (the newest frame). Each source adds
+        ``latent_channels + 1`` conditioning channels (the encoded warp and the fraction of its
+        pixels that see inside the source frame); see :mod:`world.mvdt.warp`.
+    warp_dropout : float
+        Probability in training of hiding the warp conditioning of an example (all zeros, as
+        when none is given), so the model still works without it.
+    warp_gate_bias : float
+        Initial logit of each warp source in the output gate (vs 0 for the model's own
+        prediction): the x0 estimate is a per-position softmax blend of the refined prediction
+        and the warps, each warp weighted by its validity.
+    warp_camera : dict
+        Overrides of the camera/depth prior: ``fov_deg``, ``camera_height``, ``max_depth``,
+        ``far_depth`` (defaults: the sandbox's, as :class:`world.baselines.CameraWarp`).
     codec : dict
         How frames map to latents (data, interpreted by the engine): ``{"type": "pixel",
         "factor": 4}`` for space-to-depth pixels, or whatever :mod:`world.vae` records.
@@ -134,12 +152,18 @@ class MVDTConfig:
     refiner_channels: int = 0
     refiner_action: bool = False
     history_noise: float = 0.0
+    warp_sources: list[str] = field(default_factory=list)
+    warp_dropout: float = 0.1
+    warp_gate_bias: float = -3.0
+    warp_camera: dict[str, float] = field(default_factory=dict)
     codec: dict[str, Any] = field(default_factory=lambda: {"type": "pixel", "factor": 4})
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
         self.patch_size = [int(p) for p in self.patch_size]
         self.history_schedule = [[int(c), int(k)] for c, k in self.history_schedule]
+        self.warp_sources = [str(w) for w in self.warp_sources]
+        self.warp_camera = {str(k): float(v) for k, v in self.warp_camera.items()}
         if not self.action_vocab:
             from world.mvdt.action_encoder import build_vocab
 
@@ -185,6 +209,18 @@ class MVDTConfig:
             problems.append("refiner_action needs refiner_channels > 0")
         if self.history_noise < 0:
             problems.append("history_noise must be >= 0")
+        if any(w not in ("first", "last") for w in self.warp_sources) or len(
+                set(self.warp_sources)) != len(self.warp_sources):
+            problems.append("warp_sources must list distinct entries of 'first' and 'last'")
+        if self.warp_sources and not self.refiner_channels:
+            problems.append("warp_sources needs refiner_channels > 0 (the warp is blended in "
+                            "by the refiner)")
+        if not 0.0 <= self.warp_dropout <= 1.0:
+            problems.append("warp_dropout must lie in [0, 1]")
+        unknown_cam = set(self.warp_camera) - {"fov_deg", "camera_height", "max_depth",
+                                               "far_depth"}
+        if unknown_cam:
+            problems.append(f"warp_camera has unknown keys {sorted(unknown_cam)}")
         if self.action_template not in ("14b", "5b"):
             problems.append("action_template must be '14b' or '5b'")
         if problems:
@@ -211,6 +247,11 @@ class MVDTConfig:
         return sum(c for c, _ in self.history_schedule)
 
     @property
+    def warp_channels(self) -> int:
+        """Conditioning channels of the geometric memory (0 when it is off)."""
+        return len(self.warp_sources) * (self.latent_channels + 1)
+
+    @property
     def frames_per_chunk(self) -> int:
         return self.chunk_latent_frames * self.frames_per_latent
 
@@ -233,6 +274,10 @@ class MVDTConfig:
             extra = 2 if self.refiner_action else 1
             out += (3 * c + extra) * r * 9 + r + r * r * 9 + r + r * c * 9 + c
             out += (d * 2 * r + 2 * r) if self.refiner_action else 0
+            if self.warp_sources:
+                cw, s = self.warp_channels, len(self.warp_sources)
+                out += cw * r * 9 + r * s * c * 9 + s * c  # refiner input, gate conv
+                embed += cw * p * d  # token-level warp embedding (no bias)
         return n_blocks * block + action + cond + embed + out
 
     # ------------------------------------------------------------------ serialisation

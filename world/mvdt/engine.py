@@ -125,6 +125,13 @@ class MVDTWorld(WorldEngine):
         Metres/degrees per frame of the poses reported for each action.
     device : str
         Torch device.
+    context_noise : float
+        Inference context noise of :class:`~world.mvdt.pipeline.MVDTPipeline` (0 = off).
+    feedback : {"shown", "latents"}
+        What the history keeps of a generated chunk: ``"shown"`` (default) re-encodes the
+        frames as displayed (clipped to the codec's range, rounded to 8 bits), so values the
+        codec cannot show never feed the next chunk; ``"latents"`` keeps the sampler's raw
+        output (the behaviour before; its out-of-range values compound in long drives).
     """
 
     name = "mvdt"
@@ -147,6 +154,8 @@ class MVDTWorld(WorldEngine):
         frame_rate: float = 16.0,
         motion: MotionStep | None = None,
         device: str = "cpu",
+        context_noise: float = 0.0,
+        feedback: str = "shown",
     ) -> None:
         ckpt_dir = None
         if model is None:
@@ -179,7 +188,16 @@ class MVDTWorld(WorldEngine):
         params = {**params, **(sampler_params or {})}
         cache = ResidualCache(cache_blocks, cache_reuse) if cache_reuse and cache_blocks else None
         self.pipeline = MVDTPipeline(model, self.codec, name, cache=cache,
-                                     negative=negative or spec_negative, **params)
+                                     negative=negative or spec_negative,
+                                     context_noise=context_noise, **params)
+        if feedback not in ("shown", "latents"):
+            raise WorldError(f"feedback must be 'shown' or 'latents', not {feedback!r}.")
+        self.feedback = feedback
+        self.warp_memory = None
+        if cfg.warp_sources:
+            from world.mvdt.warp import WarpMemory
+
+            self.warp_memory = WarpMemory(cfg, self.codec, self.motion)
         self.seed = int(seed)
         self.history = HistoryBuffer(cfg)
         self._state = CameraState()
@@ -218,6 +236,8 @@ class MVDTWorld(WorldEngine):
             frame = prepare_image(frame, mh, mw)
         latents = self.codec.encode(frame[None])
         self.history.reset(latents.to(self.model.device, torch.float32))
+        if self.warp_memory is not None:
+            self.warp_memory.reset(frame[None], [CameraState()])
         self._generator = torch.Generator().manual_seed(seed)
         self._state = CameraState()
         self._frame_index = 0
@@ -242,8 +262,15 @@ class MVDTWorld(WorldEngine):
             self.reset()
         t0 = time.perf_counter()
         hist = self.history.latents()
-        latents = self.pipeline.generate_latents(hist, action, generator=self._generator)
+        warp = (self.warp_memory.condition([action]) if self.warp_memory is not None
+                else None)
+        latents = self.pipeline.generate_latents(hist, action, generator=self._generator,
+                                                 warp=warp)
         frames = np.asarray(self.codec.decode(latents), dtype=np.uint8)
+        if self.warp_memory is not None:
+            self.warp_memory.advance(frames[None])
+        if self.feedback == "shown":
+            latents = self.codec.encode(frames).to(latents)
         self.history.append(latents)
         poses, stamps = [], []
         for _ in range(len(frames)):

@@ -88,9 +88,11 @@ class ChunkRefiner(nn.Module):
     prompt to their modulation vector), so a step forward can be drawn as a zoom of the reference.
     """
 
-    def __init__(self, channels: int, hidden: int, cond_dim: int = 0) -> None:
+    def __init__(self, channels: int, hidden: int, cond_dim: int = 0,
+                 warp_sources: int = 0, gate_bias: float = -3.0) -> None:
         super().__init__()
         self.cond_dim = cond_dim
+        self.warp_sources = int(warp_sources)
         extra = 2 if cond_dim else 1
         self.net = nn.Sequential(
             nn.Conv2d(3 * channels + extra, hidden, 3, padding=1), nn.SiLU(),
@@ -103,11 +105,24 @@ class ChunkRefiner(nn.Module):
             self.film = nn.Linear(cond_dim, 2 * hidden)
             nn.init.zeros_(self.film.weight)
             nn.init.zeros_(self.film.bias)
+        if self.warp_sources:
+            # Geometric memory (world.mvdt.warp): the warps enter the first layer (zero-initialised,
+            # so a warm start from a refiner without them begins where it was) and a gate head
+            # blends each warp into the output where it is valid.
+            s = self.warp_sources
+            self.warp_in = nn.Conv2d(s * (channels + 1), hidden, 3, padding=1, bias=False)
+            nn.init.zeros_(self.warp_in.weight)
+            self.gate = nn.Conv2d(hidden, s * channels, 3, padding=1)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.constant_(self.gate.bias, float(gate_bias))
 
     def forward(self, coarse: torch.Tensor, reference: torch.Tensor | None, noisy: torch.Tensor,
-                sigma: torch.Tensor, action: torch.Tensor | None = None) -> torch.Tensor:
+                sigma: torch.Tensor, action: torch.Tensor | None = None,
+                warp: torch.Tensor | None = None) -> torch.Tensor:
         """``coarse``, ``noisy``: (B, C, F, H, W); ``reference``: (B, C, H, W) or None;
-        ``action``: pooled action-prompt embedding (B, cond_dim), used when ``cond_dim`` > 0."""
+        ``action``: pooled action-prompt embedding (B, cond_dim), used when ``cond_dim`` > 0;
+        ``warp``: (B, S (C + 1), F, H, W) geometric-memory conditioning (each source: encoded
+        warp then validity), used when the refiner has warp sources (None = all zeros)."""
         b, c, f, h, w = coarse.shape
         ref = (torch.zeros_like(coarse) if reference is None
                else reference.to(coarse).unsqueeze(2).expand(-1, -1, f, -1, -1))
@@ -119,10 +134,31 @@ class ChunkRefiner(nn.Module):
         x = torch.cat(parts, dim=1).transpose(1, 2).reshape(b * f, -1, h, w)
         first, rest = self.net[0], self.net[1:]
         y = first(x)
+        wp = None
+        if self.warp_sources:
+            s = self.warp_sources
+            if warp is None:
+                warp = coarse.new_zeros(b, s * (c + 1), f, h, w)
+            wp = warp.to(coarse).transpose(1, 2).reshape(b * f, s * (c + 1), h, w)
+            y = y + self.warp_in(wp)
         if self.cond_dim:
             scale, shift = self.film(action.to(y)).repeat_interleave(f, 0).chunk(2, dim=1)
             y = y * (1 + scale[..., None, None]) + shift[..., None, None]
-        return coarse + rest(y).reshape(b, f, c, h, w).transpose(1, 2)
+        if wp is None:
+            return coarse + rest(y).reshape(b, f, c, h, w).transpose(1, 2)
+        feats = self.net[1:4](y)
+        refined = coarse.transpose(1, 2).reshape(b * f, c, h, w) + self.net[4](feats)
+        # Residual over the warp, as a blend: per position and channel a softmax over the
+        # model's own estimate (logit 0) and each warp (learnt logit + log of its validity), so
+        # a warp never counts where it samples outside its source frame.
+        parts = wp.reshape(b * f, s, c + 1, h, w)
+        warps, valid = parts[:, :, :c], parts[:, :, c:]
+        weight_log = torch.where(valid > 0, valid.clamp_min(1e-12).log(), -1e4)
+        logits = self.gate(feats).reshape(b * f, s, c, h, w) + weight_log
+        logits = torch.cat([logits.new_zeros(b * f, 1, c, h, w), logits], dim=1)
+        weights = logits.softmax(dim=1)
+        out = weights[:, 0] * refined + (weights[:, 1:] * warps).sum(dim=1)
+        return out.reshape(b, f, c, h, w).transpose(1, 2)
 
 
 X0_SIGMA_MIN = 0.05  # smallest sigma divided by when converting an x0 prediction to velocity
@@ -145,7 +181,10 @@ class MVDTModel(nn.Module):
     - ``history``: clean history latents ``(B, C, Fh, H, W)`` or pre-embedded
       :class:`HistoryTokens` (:meth:`embed_history`, done once per chunk when sampling);
     - ``mask``: a :class:`TokenMask` for the masked training pass (None = no masking);
-    - ``cache``: a :class:`world.mvdt.cache.CacheCall` for residual caching at inference.
+    - ``cache``: a :class:`world.mvdt.cache.CacheCall` for residual caching at inference;
+    - ``warp``: geometric-memory conditioning ``(B, S (C + 1), F, H, W)`` of a model with
+      ``config.warp_sources`` (:mod:`world.mvdt.warp`): added to the chunk tokens through a
+      zero-initialised patch embedding and blended into the x0 estimate by the refiner's gate.
     """
 
     def __init__(self, config: MVDTConfig) -> None:
@@ -179,8 +218,16 @@ class MVDTModel(nn.Module):
         self.proj_out = nn.Linear(d, c * math.prod(patch))
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, d) / d**0.5)
         self.refiner = (ChunkRefiner(c, config.refiner_channels,
-                                     d if config.refiner_action else 0)
+                                     d if config.refiner_action else 0,
+                                     len(config.warp_sources), config.warp_gate_bias)
                         if config.refiner_channels else None)
+        # Token-level view of the geometric memory: zero-initialised, so a warm start from a
+        # model without it begins with that model's behaviour.
+        self.warp_embedding = None
+        if config.warp_sources:
+            self.warp_embedding = nn.Conv3d(config.warp_channels, d, kernel_size=patch,
+                                            stride=patch, bias=False)
+            nn.init.zeros_(self.warp_embedding.weight)
         self._kernel_cache: dict = {}
         self._kernel_cache_key: tuple | None = None
 
@@ -293,6 +340,7 @@ class MVDTModel(nn.Module):
         history: torch.Tensor | HistoryTokens | None = None,
         mask: TokenMask | None = None,
         cache=None,
+        warp: torch.Tensor | None = None,
     ) -> torch.Tensor:
         cfg = self.config
         self._check_latents(x, "chunk")
@@ -309,6 +357,17 @@ class MVDTModel(nn.Module):
             raise ValueError("Residual caching is for inference; it cannot run with a token mask.")
 
         chunk = patch_embed(x, self.patch_embedding.weight, self.patch_embedding.bias)
+        if warp is not None and self.warp_embedding is None:
+            raise ValueError("This model has no geometric memory (config.warp_sources is "
+                             "empty); call it without warp=.")
+        if warp is not None:
+            if warp.shape[0] != b:
+                warp = warp.repeat(b // warp.shape[0], 1, 1, 1, 1)
+            if warp.shape[1:] != (cfg.warp_channels, f, h, w):
+                raise ValueError(f"warp conditioning must have shape (B, {cfg.warp_channels}, "
+                                 f"{f}, {h}, {w}), got {tuple(warp.shape)}.")
+            warp = warp.to(x)
+            chunk = chunk + patch_embed(warp, self.warp_embedding.weight, None)
         n_hist, n_chunk = len(history), chunk.shape[1]
         pos_chunk = grid_positions(f, gh, gw, history.num_slots, x.device)
         pos_all = torch.cat([history.positions.to(x.device), pos_chunk], dim=0)
@@ -348,7 +407,7 @@ class MVDTModel(nn.Module):
             # floor on sigma keeps the 1/sigma factor bounded near the data end (as in JiT).
             if self.refiner is not None:
                 pooled = ctx.mean(dim=1) if cfg.refiner_action else None
-                out = self.refiner(out, history.reference, x, sigma, pooled)
+                out = self.refiner(out, history.reference, x, sigma, pooled, warp)
             s = sigma.reshape(-1, 1, 1, 1, 1).to(out.dtype).clamp_min(X0_SIGMA_MIN)
             out = (x - out) / s
         return out

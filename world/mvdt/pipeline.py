@@ -145,17 +145,25 @@ class MVDTPipeline:
     negative : {"null", "still"}
         What guidance pushes away from (:func:`negative_actions`); used only when the
         sampler guides.
+    context_noise : float
+        Standard deviation of Gaussian noise put on the history latents (and on the warp of
+        the newest frame) before each chunk, as the context noise of GameNGen and DIAMOND:
+        a model trained with ``history_noise`` sees at run time the kind of imperfect context
+        it learnt to correct, instead of its own errors exactly (0 = off).
     """
 
     def __init__(self, model: MVDTModel, codec=None, sampler: str | Sampler = "euler",
                  cache: ResidualCache | None = None, negative: str = "null",
-                 **sampler_params: Any) -> None:
+                 context_noise: float = 0.0, **sampler_params: Any) -> None:
         self.model = model
         self.codec = codec
         self.sampler = get_sampler(sampler, **sampler_params)
         self.cache = cache
         negative_actions([], negative)  # an unknown name fails here, not at the first chunk
         self.negative = negative
+        if context_noise < 0:
+            raise WorldError(f"context_noise must be >= 0, got {context_noise}.")
+        self.context_noise = float(context_noise)
 
     @property
     def config(self):
@@ -173,6 +181,7 @@ class MVDTPipeline:
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
         num_frames: int | None = None,
+        warp: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sample the next chunk's latents ``(C, F, h, w)`` (or ``(B, ...)`` for batched input).
 
@@ -188,6 +197,9 @@ class MVDTPipeline:
             Initial noise (overrides ``generator`` for it).
         num_frames : int, optional
             Latent frames to generate (default ``config.chunk_latent_frames``).
+        warp : Tensor (B, S (C + 1), F, h, w), optional
+            Geometric-memory conditioning (:mod:`world.mvdt.warp`) of a model with
+            ``warp_sources``; None gives such a model none (it was trained with warp dropout).
         """
         model, cfg = self.model, self.model.config
         model.eval()
@@ -200,6 +212,19 @@ class MVDTPipeline:
         if noise is None:
             noise = torch.randn(shape, generator=generator)
         noise = noise.reshape(shape).to(model.device)
+        if history is not None and self.context_noise > 0:
+            history = history + self.context_noise * torch.randn(
+                history.shape, generator=generator).to(history)
+        if warp is not None:
+            warp = warp.to(model.device)
+            if warp.ndim == 4:
+                warp = warp.unsqueeze(0)
+            if self.context_noise > 0 and "last" in cfg.warp_sources:
+                c = cfg.latent_channels
+                j = cfg.warp_sources.index("last") * (c + 1)
+                warp = warp.clone()
+                warp[:, j:j + c] += self.context_noise * torch.randn(
+                    warp[:, j:j + c].shape, generator=generator).to(warp)
         hist = model.embed_history(
             history.to(model.device) if history is not None else None, batch=b)
         actions = list(action) if isinstance(action, list | tuple) else [action] * b
@@ -215,7 +240,7 @@ class MVDTPipeline:
             call = None
             if self.cache is not None:
                 call = self.cache.call("cond" if context is cond else "uncond")
-            return model(x, sigma, context, hist, cache=call)
+            return model(x, sigma, context, hist, cache=call, warp=warp)
 
         out = self.sampler(velocity, noise, cond, uncond, generator=generator)
         return out if batched else out[0]

@@ -74,6 +74,7 @@ def flow_matching_loss(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     return_x0: bool = False,
+    warp: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """MSE between predicted and true velocity on the chunk ``x0`` (B, C, F, H, W).
 
@@ -85,7 +86,7 @@ def flow_matching_loss(
     if noise is None:
         noise = _randn_like(x0, generator)
     xt = add_noise(x0, noise, t)
-    v = model(xt, t, context, history, mask=mask)
+    v = model(xt, t, context, history, mask=mask, warp=warp)
     loss = F.mse_loss(v.float(), (noise - x0).float())
     if not return_x0:
         return loss
@@ -151,17 +152,19 @@ def training_loss(
     context = model.encode_actions(actions)
     t = sample_timesteps(b, cfg.flow_shift, generator, x0.device)
     noise = _randn_like(x0, generator)
+    std = None
     if history is not None and cfg.history_noise > 0 and history.shape[2] > 0:
         # Noisy context: the model will continue from its own imperfect frames.
         std = torch.rand(b, generator=generator) * cfg.history_noise
         history = history + std.reshape(b, 1, 1, 1, 1).to(history) * _randn_like(
             history, generator)
     hist_tokens = model.embed_history(history, batch=b)
+    warp = _training_warp(model, batch, std, generator)
     logs: dict[str, float] = {"t_mean": float(t.mean()), "drop_frac": n_drop / b}
     loss = x0.new_zeros(())
     if unmasked:
         lu, x0_hat = flow_matching_loss(model, x0, context, hist_tokens, None, t, noise,
-                                        return_x0=True)
+                                        return_x0=True, warp=warp)
         loss = loss + lu
         logs["loss_unmasked"] = float(lu.detach())
         if use_critic:
@@ -177,12 +180,38 @@ def training_loss(
             ratio = sample_mask_ratio(cfg.mask_ratio_min, cfg.mask_ratio_max, generator)
         n_tokens = x0.shape[2] * cfg.tokens_per_frame
         mask = random_token_mask(b, n_tokens, float(ratio), generator, x0.device)
-        lm = flow_matching_loss(model, x0, context, hist_tokens, mask, t, noise)
+        lm = flow_matching_loss(model, x0, context, hist_tokens, mask, t, noise, warp=warp)
         loss = loss + lm
         logs["loss_masked"] = float(lm.detach())
         logs["mask_ratio"] = float(ratio)
     logs["loss"] = float(loss.detach())
     return loss, logs
+
+
+def _training_warp(model: MVDTModel, batch: dict[str, Any], std: torch.Tensor | None,
+                   generator: torch.Generator | None) -> torch.Tensor | None:
+    """The batch's geometric-memory conditioning as the model trains on it.
+
+    With probability ``warp_dropout`` an example gets none (zeros: no valid pixel), so the
+    model also works without it; the warp of the newest frame gets the history's noise
+    (``std`` per example), because at run time that frame is the model's own.
+    """
+    cfg = model.config
+    warp = batch.get("warp")
+    if warp is None or not cfg.warp_sources:
+        return None
+    warp = warp.to(model.device).float()
+    b = warp.shape[0]
+    if std is not None and "last" in cfg.warp_sources:
+        c = cfg.latent_channels
+        j = cfg.warp_sources.index("last") * (c + 1)
+        warp = warp.clone()
+        warp[:, j:j + c] += std.reshape(b, 1, 1, 1, 1).to(warp) * _randn_like(
+            warp[:, j:j + c], generator)
+    if cfg.warp_dropout > 0:
+        keep = (torch.rand(b, generator=generator) >= cfg.warp_dropout).to(warp)
+        warp = warp * keep.reshape(b, 1, 1, 1, 1)
+    return warp
 
 
 @torch.no_grad()
