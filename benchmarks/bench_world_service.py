@@ -1,21 +1,38 @@
 """The world service over loopback: action-to-frame delay and cost per frame vs in-process.
 
 Run: ``.venv/bin/python benchmarks/bench_world_service.py [--engines sandbox,mvdt]
-[--sizes 64,256] [--trials 20]``
+[--sizes 64,256] [--trials 20] [--repeats 3]``
 
 The service runs as its own process (``yume world serve --port 0``, as it would on a GPU
 host), this script is the client (:class:`world.service_client.WorldClient`). For each engine
 and square frame size it prints:
 
-- *in-process ms/frame*: ``engine.step`` in this process (no service), frames / wall time;
-- *service ms/frame* (raw and PNG frames): frames received / wall time by one client of an
-  unpaced session (``"pace": false``: the service generates as fast as it can, one chunk
-  ahead, and the client decodes every frame), and the ratio to the in-process figure
-  (goal: under 1.10, i.e. under 10 % extra per frame at 64x64 and 256x256);
+- *in-process ms/frame*: ``engine.step`` in this process (no service), wall and CPU time per
+  frame;
+- *service ms/frame* (raw and PNG frames): one client of an unpaced session (``"pace":
+  false``: the service generates as fast as it can and the client decodes every frame), wall
+  time per received frame and the service process's CPU time per frame it generated; the
+  ratio to the in-process figure (goal: under 1.10, i.e. under 10 % extra per frame at 64x64
+  and 256x256);
+- *paced CPU*: the same for a paced session (frames at the world's rate, 16 frames/s), the
+  way a window uses the service, against ``engine.step`` paced the same way in-process (a
+  step per frame period, sleeping in between: an engine woken 16 times a second runs slower
+  than one stepped back to back); each service frame also costs the thread wake-ups of
+  pacing and the service's idle work;
 - *delay action -> first frame* (paced session, raw frames): from ``act()`` to the receipt of
   the first frame generated with that action, median and 90th percentile, from standstill and
   while moving (the previous action still being generated), with the median split into
   engine + queue (action -> chunk ready on the server) and transport (chunk ready -> received).
+
+How the cost is measured, so that the ratio is fair on a shared, noisy machine: one repeat
+alternates short blocks of in-process steps and of service frames (a few hundred ms each),
+with the service session standing still (idle action, so it takes no CPU) during the
+in-process blocks; each service block starts and ends with the session standing still, its
+CPU time is read with the kernel's nanosecond process clock (``clock_getcpuclockid``; the
+clock-tick counters of ``/proc`` round to 10 ms) and divided by the frames the service
+reports having generated in it (``stats``), frames still queued at the end included. The
+ratio of a repeat is service CPU per frame over in-process CPU per frame summed over its
+blocks; the tables give the median and the range over the repeats.
 
 Torch uses one thread on both sides (``--threads``). Numbers depend on the load of the machine.
 """
@@ -23,12 +40,14 @@ Torch uses one thread on both sides (``--threads``). Numbers depend on the load 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import platform
 import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from control.actions import parse_action  # noqa: E402
 from world.registry import make_world  # noqa: E402
-from world.service import encode_frame  # noqa: E402
+from world.service import HEADER, encode_frame  # noqa: E402
 from world.service_client import WorldClient  # noqa: E402
 
 ACTIONS = ("W", "D", "S ←", "A")
@@ -60,13 +79,48 @@ def start_service(threads: int) -> tuple[subprocess.Popen, str]:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by process ``pid`` (Linux /proc)."""
+    """User + system CPU seconds used so far by process ``pid`` (all its threads, ever).
+
+    The kernel's CPU-time clock of the process (nanoseconds) where it can be read, else the
+    clock-tick counters of ``/proc/PID/stat`` (10 ms steps).
+    """
+    clock = _process_clock(pid)
+    if clock is not None:
+        return time.clock_gettime(clock)
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def in_process(engine: str, size: int, frames: int, threads: int) -> tuple[float, float]:
-    """Wall and CPU seconds per frame of ``engine.step`` in this process."""
+def _process_clock(pid: int) -> int | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        clock = ctypes.c_int()
+        if libc.clock_getcpuclockid(int(pid), ctypes.byref(clock)) != 0:
+            return None
+        time.clock_gettime(clock.value)
+        return clock.value
+    except (AttributeError, OSError):
+        return None
+
+
+@dataclass
+class Cost:
+    """Wall and CPU seconds and frames, summed over the blocks of one repeat."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    frames: int = 0
+    received: int = 0
+    dropped: int = 0
+
+    def per_frame(self) -> tuple[float, float]:
+        """(wall seconds per received frame, CPU seconds per generated frame)."""
+        return self.wall / max(self.received, 1), self.cpu / max(self.frames, 1)
+
+
+def paired_cost(url: str, pid: int, engine: str, size: int, frames: int, fmt: str = "raw",
+                pace: bool = False, blocks: int = 6, threads: int = 1) -> tuple[Cost, Cost]:
+    """In-process and service cost of ``frames`` frames, measured in alternating blocks."""
     if engine == "mvdt":
         import torch
 
@@ -74,34 +128,47 @@ def in_process(engine: str, size: int, frames: int, threads: int) -> tuple[float
     world = make_world(engine, height=size, width=size)
     world.reset(seed=3)
     world.step(parse_action("W"))  # warm-up
-    n, t0, c0 = 0, time.perf_counter(), time.process_time()
+    per = max(frames // blocks, int(world.frames_per_step))
+    quiet = 1.0 if engine == "mvdt" else 0.2
+    local, remote = Cost(), Cost()
     k = 0
-    while n < frames:
-        n += len(world.step(parse_action(ACTIONS[k % len(ACTIONS)])))
-        k += 1
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    world.close()
-    return dt / n, cpu / n
-
-
-def over_service(url: str, pid: int, engine: str, size: int, frames: int,
-                 fmt: str) -> tuple[float, float, int]:
-    """Wall seconds per received frame of an unpaced session, the service's CPU seconds per
-    frame, and the frames dropped meanwhile."""
     with WorldClient(url, timeout=60) as c:
-        c.open(engine=engine, seed=3, height=size, width=size, fmt=fmt, pace=False)
+        c.open(engine=engine, seed=3, height=size, width=size, fmt=fmt, pace=pace)
         c.frame()
         c.act("W")
         for _ in range(12):  # warm-up: torch and the pipeline (3 MVDT chunks)
             c.frame()
-        start_drop = c.frame().dropped
-        t0, c0 = time.perf_counter(), cpu_seconds(pid)
-        for i in range(frames):
+        for b in range(blocks):
+            c.act("·")  # the session stands still (no CPU) while the engine runs here
+            _drain(c, quiet)
+            n, t0, c0 = 0, time.perf_counter(), time.process_time()
+            while n < per:
+                n += len(world.step(parse_action(ACTIONS[k % len(ACTIONS)])))
+                k += 1
+                if pace:  # paced in-process too: a step every frame period, as a window does
+                    time.sleep(max(0.0, t0 + n / world.frame_rate - time.perf_counter()))
+            local.wall += time.perf_counter() - t0
+            local.cpu += time.process_time() - c0
+            local.frames += n
+            local.received += n
+            s0, c0 = c.stats(), cpu_seconds(pid)
+            c.act(ACTIONS[b % len(ACTIONS)])
             f = c.frame()
-            if i % 8 == 7:
-                c.act(ACTIONS[(i // 8) % len(ACTIONS)])
-        dt, cpu = time.perf_counter() - t0, cpu_seconds(pid) - c0
-        return dt / frames, cpu / (frames + f.dropped - start_drop), f.dropped - start_drop
+            t0, first = time.perf_counter(), f.dropped
+            for i in range(per):
+                f = c.frame()
+                if i % 8 == 7:
+                    c.act(ACTIONS[(b + i // 8) % len(ACTIONS)])
+            remote.wall += time.perf_counter() - t0
+            remote.received += per
+            remote.dropped += f.dropped - first
+            c.act("·")
+            _drain(c, quiet)  # every frame of the block is made and sent: then count
+            cpu, s1 = cpu_seconds(pid) - c0, c.stats()
+            remote.cpu += cpu
+            remote.frames += s1["generated"] - s0["generated"]
+    world.close()
+    return local, remote
 
 
 def _drain(c: WorldClient, quiet: float) -> None:
@@ -165,6 +232,8 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20, help="delay measurements per case")
     ap.add_argument("--repeats", type=int, default=3, help="throughput runs per case (median)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (both sides)")
+    ap.add_argument("--paced", type=int, default=48,
+                    help="frames of the paced CPU measure per repeat (0: leave it out)")
     args = ap.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -180,7 +249,8 @@ def main() -> None:
         png = encode_frame(img, np.eye(4), chunk=0, index=0, offset=0,
                            action=parse_action("W"), world_time=0, generated=0, fmt="png")
         print(f"| {size}x{size} | {1e3 * encode_cost(size, 'raw'):.3f} | "
-              f"{1e3 * encode_cost(size, 'png'):.2f} | {size * size * 3 + 178} | {len(png)} |")
+              f"{1e3 * encode_cost(size, 'png'):.2f} | {size * size * 3 + HEADER.size} | "
+              f"{len(png)} |")
 
     proc, url = start_service(args.threads)
     rows = []
@@ -188,15 +258,27 @@ def main() -> None:
         for engine in engines:
             for size in sizes:
                 n = 40 if engine == "mvdt" else (600 if size <= 64 else 240)
-                loc = [in_process(engine, size, n, args.threads) for _ in range(args.repeats)]
+                runs: dict[str, list[tuple[Cost, Cost]]] = {"raw": [], "png": [], "paced": []}
+                for _ in range(args.repeats):
+                    for fmt in ("raw", "png"):
+                        runs[fmt].append(paired_cost(url, proc.pid, engine, size, n, fmt,
+                                                     threads=args.threads))
+                    if args.paced:
+                        runs["paced"].append(paired_cost(url, proc.pid, engine, size,
+                                                         args.paced, "raw", pace=True,
+                                                         blocks=3, threads=args.threads))
+                loc = [lo.per_frame() for lo, _ in runs["raw"] + runs["png"]]
                 local = tuple(float(np.median([r[i] for r in loc])) for i in range(2))
                 remote = {}
-                for fmt in ("raw", "png"):
-                    runs = [over_service(url, proc.pid, engine, size, n, fmt)
-                            for _ in range(args.repeats)]
-                    remote[fmt] = (float(np.median([r[0] for r in runs])),
-                                   float(np.median([r[1] for r in runs])),
-                                   int(sum(r[2] for r in runs)))
+                for fmt, rs in runs.items():
+                    if not rs:
+                        continue
+                    mine = [(lo.per_frame(), sv.per_frame()) for lo, sv in rs]
+                    remote[fmt] = (float(np.median([m[1][0] for m in mine])),
+                                   float(np.median([m[1][1] for m in mine])),
+                                   int(sum(sv.dropped for _, sv in rs)),
+                                   [m[1][0] / m[0][0] for m in mine],
+                                   [m[1][1] / m[0][1] for m in mine])
                 d = delays(url, engine, size, args.trials if engine == "sandbox"
                            else max(4, args.trials // 3))
                 rows.append((engine, size, local, remote, d))
@@ -205,19 +287,28 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=20)
 
+    def ratio(xs: list[float]) -> str:
+        return f"{np.median(xs):.2f} [{min(xs):.2f}-{max(xs):.2f}]"
+
+    print("\nRatios: service / in-process per repeat (alternating blocks), median [range] "
+          f"over {args.repeats} repeats.")
     print("\n| engine | frame | frames | in-process ms/frame: wall, CPU | service raw: wall "
           "ms/frame (ratio), CPU (ratio) | service PNG: wall (ratio), CPU (ratio) | "
-          "dropped raw/PNG |")
-    print("|---|---|---|---|---|---|---|")
+          "paced raw: CPU ms/frame (ratio) | dropped raw/PNG |")
+    print("|---|---|---|---|---|---|---|---|")
     for engine, size, local, remote, _ in rows:
         n = 40 if engine == "mvdt" else (600 if size <= 64 else 240)
         lw, lc = local
         cells = []
         for fmt in ("raw", "png"):
-            w, c, _ = remote[fmt]
-            cells.append(f"{1e3 * w:.2f} ({w / lw:.2f}), {1e3 * c:.2f} ({c / lc:.2f})")
+            w, c, _, wr, cr = remote[fmt]
+            cells.append(f"{1e3 * w:.2f} ({ratio(wr)}), {1e3 * c:.2f} (**{ratio(cr)}**)"
+                         if fmt == "raw" else
+                         f"{1e3 * w:.2f} ({ratio(wr)}), {1e3 * c:.2f} ({ratio(cr)})")
+        paced = (f"{1e3 * remote['paced'][1]:.2f} ({ratio(remote['paced'][4])})"
+                 if "paced" in remote else "-")
         print(f"| {engine} | {size}x{size} | {n} x {args.repeats} | {1e3 * lw:.2f}, "
-              f"{1e3 * lc:.2f} | {cells[0]} | {cells[1]} | "
+              f"{1e3 * lc:.2f} | {cells[0]} | {cells[1]} | {paced} | "
               f"{remote['raw'][2]}/{remote['png'][2]} |")
 
     print("\n| engine | frame | delay from standstill: median (p90) ms | of which engine + "

@@ -25,11 +25,13 @@ generation and send times, camera pose, frames dropped so far) followed by the p
 (``height * width * 3`` bytes) or a PNG file. Bad requests get ``{"type": "error", "message":
 ...}`` with one sentence, and the session (and the service) stays up.
 
-Each session runs its engine in its own threads (one generates, one releases frames at the
-world's pace), so the event loop never waits for an engine. Frames for a client wait in a
-queue of :attr:`ServiceConfig.queue_frames` (2) frames: when the client does not keep up, the
-oldest is dropped and counted, so a slow client never slows generation for itself or anyone
-else.
+Each session runs its engine in its own thread, which also encodes the frames (a paced session
+has a second thread that releases them at the world's pace), so the event loop never waits for
+an engine and only stamps and sends ready-made messages. Frames for a client wait in a
+queue of :attr:`ServiceConfig.queue_frames` (2) frames (unpaced sessions: at least a chunk and
+:data:`UNPACED_QUEUE`, as a fast engine's frames are handed over a few at a time): when the
+client does not keep up, the oldest is dropped and counted, so a slow client never slows
+generation for itself or anyone else.
 
 Security: the service binds to 127.0.0.1 unless told otherwise, and refuses to start on any
 other address without a token; when a token is set every client must send it
@@ -76,16 +78,24 @@ WS_PATH = "/ws"
 MAGIC = b"YUMF"
 VERSION = 1
 FORMATS = {"raw": 0, "png": 1}
+_FORMAT_NAMES = {v: k for k, v in FORMATS.items()}
 # Little-endian, no padding: magic, version, format, height, width, chunk id, frame index,
 # frame within chunk, action index (0-80), world time (s), generated (server Unix time when the
 # chunk was ready), sent (server Unix time when the frame was handed to the socket), the 4x4
-# camera-to-world pose (row-major), frames this client has lost so far. 178 bytes.
+# camera-to-world pose (row-major), frames this client has lost so far. 177 bytes.
 HEADER = struct.Struct("<4sBBHHIIHBddd16dI")
+_PREFIX = struct.Struct("<4sBBHHIIHBddd")  # HEADER up to the pose
 _SENT_OFFSET = struct.calcsize("<4sBBHHIIHBdd")
+_POSE_OFFSET = _PREFIX.size
 _DROPPED_OFFSET = HEADER.size - 4
+_STAMP = struct.Struct("<d")
+_COUNT = struct.Struct("<I")
 OPEN_FIELDS = frozenset({"type", "engine", "seed", "height", "width", "image", "clip", "format",
                          "pace", "frame_rate", "frames_per_step"})
 MAX_CLIP_FRAMES = 256
+# Frames an unpaced session may hold for its client: a batch (at most half of it) and room for
+# the frames made while the event loop sends that batch.
+UNPACED_QUEUE = 16
 
 
 class ServiceError(ValueError):
@@ -142,7 +152,13 @@ class ServiceConfig:
     max_upload_bytes : int
         Largest start image or clip (decoded bytes).
     queue_frames : int
-        Frames that may wait for a client; beyond that the oldest is dropped.
+        Frames that may wait for a client of a paced session; beyond that the oldest is
+        dropped (unpaced sessions: at least one chunk, and :data:`UNPACED_QUEUE` frames).
+    batch_s : float
+        Unpaced sessions: frames made within this many seconds of the last hand-off to the
+        event loop are handed over together, so that a fast engine wakes the loop once per few
+        frames, not once per frame (each wake-up costs about 0.1 ms of CPU in thread switches
+        and the GIL, a tenth of a 64x64 sandbox frame). 0: every chunk at once.
     socket_buffer : int or None
         Kernel send/receive buffer of each connection in bytes (None: the kernel's
         auto-tuning, which lets several megabytes pile up for a slow client before frames are
@@ -164,6 +180,7 @@ class ServiceConfig:
     max_side: int = 1024
     max_upload_bytes: int = 8 * 1024 * 1024
     queue_frames: int = 2
+    batch_s: float = 0.01
     socket_buffer: int | None = 256 * 1024
     open_timeout: float = 10.0
     ping_interval: float = 5.0
@@ -178,6 +195,8 @@ class ServiceConfig:
                      "torch_threads"):
             if int(getattr(self, name)) < 1:
                 raise ServiceError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if not 0 <= self.batch_s <= 1:
+            raise ServiceError(f"batch_s must lie between 0 and 1 second, got {self.batch_s}.")
 
 
 # ---------------------------------------------------------------------------- frames
@@ -188,28 +207,30 @@ def encode_frame(image: np.ndarray, pose: np.ndarray, *, chunk: int, index: int,
                  fmt: str = "raw") -> bytearray:
     """One frame as a binary message: :data:`HEADER` then raw RGB or PNG bytes.
 
-    The ``sent`` time and the dropped count are filled in when the frame is sent
-    (:func:`stamp_frame`).
+    The message is written into one buffer (the pixels are copied once, the pose without a
+    Python float per value). The ``sent`` time and the dropped count are filled in when the
+    frame is sent (:func:`stamp_frame`).
     """
     h, w = image.shape[:2]
-    header = HEADER.pack(MAGIC, VERSION, FORMATS[fmt], h, w, chunk, index, offset,
-                         action.index, world_time, generated, 0.0,
-                         *np.asarray(pose, dtype=np.float64).reshape(16), 0)
     if fmt == "png":
         buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG", compress_level=1)
-        payload = buf.getvalue()
+        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(
+            buf, format="PNG", compress_level=1)
+        payload = buf.getbuffer()
     else:
-        payload = np.ascontiguousarray(image, dtype=np.uint8).tobytes()
-    out = bytearray(header)
-    out += payload
+        payload = np.ascontiguousarray(image, dtype=np.uint8).data
+    out = bytearray(HEADER.size + payload.nbytes)
+    _PREFIX.pack_into(out, 0, MAGIC, VERSION, FORMATS[fmt], h, w, chunk, index, offset,
+                      action.index, world_time, generated, 0.0)
+    out[_POSE_OFFSET:_DROPPED_OFFSET] = np.ascontiguousarray(pose, dtype="<f8").tobytes()
+    out[HEADER.size:] = payload  # same length: copied in place, once
     return out
 
 
 def stamp_frame(data: bytearray, sent: float, dropped: int) -> None:
     """Write the send time and the dropped count into an encoded frame."""
-    struct.pack_into("<d", data, _SENT_OFFSET, sent)
-    struct.pack_into("<I", data, _DROPPED_OFFSET, min(int(dropped), 2**32 - 1))
+    _STAMP.pack_into(data, _SENT_OFFSET, sent)
+    _COUNT.pack_into(data, _DROPPED_OFFSET, min(int(dropped), 2**32 - 1))
 
 
 @dataclass
@@ -240,10 +261,10 @@ def decode_frame(data: bytes) -> tuple[FrameHeader, np.ndarray]:
     """
     if len(data) < HEADER.size or data[:4] != MAGIC:
         raise ServiceError("The message is not a world frame (bad magic or too short).")
-    fields = HEADER.unpack_from(data)
+    fields = _PREFIX.unpack_from(data)  # the pose and the dropped count are read apart
     if fields[1] != VERSION:
         raise ServiceError(f"Frame version {fields[1]} is not {VERSION}; update the client.")
-    fmt = {v: k for k, v in FORMATS.items()}.get(fields[2], "?")
+    fmt = _FORMAT_NAMES.get(fields[2], "?")
     h, w = fields[3], fields[4]
     payload = memoryview(data)[HEADER.size:]
     if fmt == "raw":
@@ -254,9 +275,10 @@ def decode_frame(data: bytes) -> tuple[FrameHeader, np.ndarray]:
         image = np.asarray(Image.open(io.BytesIO(payload)).convert("RGB"))
     else:
         raise ServiceError(f"Unknown frame format {fields[2]}.")
+    pose = np.frombuffer(data, dtype="<f8", count=16, offset=_POSE_OFFSET).reshape(4, 4)
     head = FrameHeader(fmt, h, w, fields[5], fields[6], fields[7], Action.from_index(fields[8]),
-                       fields[9], fields[10], fields[11],
-                       np.asarray(fields[12:28], dtype=np.float64).reshape(4, 4), fields[28])
+                       fields[9], fields[10], fields[11], pose.astype(np.float64),
+                       _COUNT.unpack_from(data, _DROPPED_OFFSET)[0])
     return head, image
 
 
@@ -423,12 +445,15 @@ class Session:
         Release frames at the world's frame rate (True) or as they are generated.
     queue_frames : int
         Frames that may wait for the client before the oldest is dropped (unpaced: at least
-        one chunk).
+        one chunk and :data:`UNPACED_QUEUE`).
+    batch_s : float
+        Unpaced: frames made within this time of the last hand-off to the event loop are
+        handed over together (:attr:`ServiceConfig.batch_s`).
     """
 
     def __init__(self, sid: int, engine: WorldEngine, first: Chunk,
                  loop: asyncio.AbstractEventLoop, fmt: str = "raw", pace: bool = True,
-                 queue_frames: int = 2) -> None:
+                 queue_frames: int = 2, batch_s: float = 0.0) -> None:
         self.sid = sid
         self.engine = engine
         self.fmt = fmt
@@ -437,9 +462,10 @@ class Session:
         self.outbox: deque[bytearray] = deque()
         self._out_lock = threading.Lock()
         self._wake_pending = False
-        # Unpaced, a whole chunk arrives at once: the queue holds at least one chunk.
-        self.queue_frames = int(queue_frames) if pace else max(int(queue_frames),
-                                                               int(engine.frames_per_step))
+        # Unpaced, a whole chunk (or a batch of them) arrives at once: the queue holds it.
+        self.queue_frames = int(queue_frames) if pace else max(
+            int(queue_frames), int(engine.frames_per_step), UNPACED_QUEUE)
+        self.batch_s = float(batch_s)
         self.ready = asyncio.Event()
         self.generated = 0
         self.sent = 0
@@ -463,30 +489,37 @@ class Session:
 
     # -- called on the event loop
     def start(self) -> None:
-        """Queue the first frame and start the generation and pacing threads."""
+        """Queue the first frame and start the generation (and, paced, the pacing) thread."""
         f = self._first
-        self._post(encode_frame(f.frames[0], f.poses[0], chunk=0, index=0, offset=0,
-                                action=IDLE, world_time=float(f.timestamps[0]),
-                                generated=time.time(), fmt=self.fmt))
-        for target, name in ((self._generate, "gen"), (self._release, "pace")):
+        self._post([encode_frame(f.frames[0], f.poses[0], chunk=0, index=0, offset=0,
+                                 action=IDLE, world_time=float(f.timestamps[0]),
+                                 generated=time.time(), fmt=self.fmt)])
+        # Unpaced, frames go to the client as they are made: the generator posts them itself,
+        # with no hand-off to a second thread per chunk.
+        workers = [(self._generate, "gen")] + ([(self._release, "pace")] if self.pace else [])
+        for target, name in workers:
             t = threading.Thread(target=target, name=f"world-session-{self.sid}-{name}",
                                  daemon=True)
             t.start()
             self._threads.append(t)
 
-    def _post(self, data: bytearray) -> None:
-        """Append a frame for the client, dropping the oldest beyond the queue's size.
+    def _post(self, frames: list[bytearray], wake: bool = True) -> None:
+        """Append frames for the client, dropping the oldest beyond the queue's size.
 
-        Called from the pacing thread (and once from the event loop); the event loop is woken
-        once per batch of frames, not once per frame.
+        Called from the generation or pacing thread (and once from the event loop). With
+        ``wake`` the event loop is told (once until it has looked: not once per frame);
+        without, the frames wait for the next call that wakes it.
         """
         with self._out_lock:
-            self.generated += 1
-            self.outbox.append(data)
+            self.generated += len(frames)
+            self.outbox.extend(frames)
             while len(self.outbox) > self.queue_frames:
                 self.outbox.popleft()
                 self.dropped += 1
-            wake, self._wake_pending = not self._wake_pending, True
+            if wake and not self._wake_pending:
+                self._wake_pending = True
+            else:
+                wake = False  # the loop is already told (or is not to be yet)
         if wake:
             self._to_loop(self._wake_sender)
 
@@ -535,73 +568,96 @@ class Session:
 
     # -- worker threads
     def _generate(self) -> None:
-        """Step the engine, one chunk ahead of the one being played and as late as possible.
+        """Step the engine and encode its frames, one chunk ahead of the one being played and
+        as late as possible.
 
-        A chunk is started when the pacer takes the previous one, but not before its frames
-        would be due minus the expected generation time: the action is read at the last moment,
-        so a fast engine (the sandbox) answers within about a frame, while a slow one (MVDT on
-        a CPU) generates the next chunk while the current one plays.
+        Paced, a chunk is started when the pacer takes the previous one, but not before its
+        frames would be due minus the expected time to make it: the action is read at the last
+        moment, so a fast engine (the sandbox) answers within about a frame, while a slow one
+        (MVDT on a CPU) generates the next chunk while the current one plays. Unpaced, the
+        frames are posted to the client as soon as they are encoded.
         """
-        estimate = 0.0  # seconds per chunk, decaying from the slowest recent one
+        estimate = 0.0  # seconds per chunk (step + encoding), decaying from the slowest recent
+        index = 0
+        held = 0  # unpaced: frames posted since the event loop was last woken
+        handed = 0.0  # unpaced: perf_counter time of that wake-up
         while not self._stop.is_set():
-            if not self._taken.wait(0.1):
-                continue
             if self.pace:
+                if not self._taken.wait(0.1):
+                    continue
                 start = self._next_due - (1.5 * estimate + 0.004)
                 delay = start - time.perf_counter()
                 if delay > 0 and self._stop.wait(min(delay, 2.0)):
                     return
             action = self.action
             if action.is_idle:
+                if held:
+                    self._post([])  # nothing more is coming: hand over what waits
+                    held = 0
                 self._wake.wait(0.1)
                 self._wake.clear()
                 continue
-            self._taken.clear()
+            if self.pace:
+                self._taken.clear()
             t0 = time.perf_counter()
             try:
                 chunk = self.engine.step(action)
+                done = time.time()
+                chunk_id = self.chunks + 1
+                stamps = np.asarray(chunk.timestamps, dtype=np.float64)
+                frames = []
+                for i in range(len(chunk)):
+                    index += 1
+                    frames.append(encode_frame(
+                        chunk.frames[i], chunk.poses[i], chunk=chunk_id, index=index, offset=i,
+                        action=chunk.action, world_time=float(stamps[i]), generated=done,
+                        fmt=self.fmt))
             except Exception as err:  # the service stays up; the client gets the sentence
                 logger.exception("world session %d failed", self.sid)
+                if held:
+                    self._post([])
                 self._to_loop(self._fail, f"The world engine failed: {err}")
                 return
-            dt = time.perf_counter() - t0
+            now = time.perf_counter()
+            dt = now - t0
             estimate = dt if dt > estimate else 0.9 * estimate + 0.1 * dt
-            self.chunks += 1
-            self._chunks.put((self.chunks, chunk, time.time()))
+            self.chunks = chunk_id
+            if self.pace:
+                self._chunks.put((stamps, frames))
+                continue
+            # Unpaced: keep these frames for the next chunk's hand-off if that one is expected
+            # within batch_s of the last wake-up and both fit in half the queue; otherwise
+            # wake the event loop now (always the first chunk after a pause).
+            held += len(frames)
+            keep = (held + len(frames) <= self.queue_frames // 2
+                    and now + estimate - handed < self.batch_s)
+            self._post(frames, wake=not keep)
+            if not keep:
+                held, handed = 0, now
 
     def _release(self) -> None:
-        """Hand the frames of each chunk to the event loop at the world's frame rate."""
+        """Hand the frames of each chunk to the event loop at the world's frame rate (paced
+        sessions only)."""
         ref: tuple[float, float] | None = None  # (perf_counter, world time) of the last frame
-        index = 0
+        rate = float(self.engine.frame_rate)
         while not self._stop.is_set():
             try:
-                chunk_id, chunk, done = self._chunks.get(timeout=0.1)
+                stamps, frames = self._chunks.get(timeout=0.1)
             except queue.Empty:
                 continue
-            stamps = np.asarray(chunk.timestamps, dtype=np.float64)
             now = time.perf_counter()
-            if self.pace:
-                rate = float(self.engine.frame_rate)
-                base = now if ref is None else ref[0] + (stamps[0] - ref[1])
-                if base < now - 1.0 / rate or base > now + 2.0:  # late (paused), or a jump
-                    base = now
-                dues = base + (stamps - stamps[0])
-                self._next_due = float(dues[-1]) + 1.0 / rate
-            else:
-                dues = np.full(len(stamps), now)
-                self._next_due = now
+            base = now if ref is None else ref[0] + (stamps[0] - ref[1])
+            if base < now - 1.0 / rate or base > now + 2.0:  # late (paused), or a jump
+                base = now
+            dues = base + (stamps - stamps[0])
+            self._next_due = float(dues[-1]) + 1.0 / rate
             self._taken.set()  # the generator may start on the next chunk
-            for i in range(len(chunk)):
-                wait = dues[i] - time.perf_counter()
+            for due, data in zip(dues, frames, strict=True):
+                wait = due - time.perf_counter()
                 if wait > 0 and self._stop.wait(wait):
                     return
-                index += 1
-                data = encode_frame(chunk.frames[i], chunk.poses[i], chunk=chunk_id, index=index,
-                                    offset=i, action=chunk.action, world_time=float(stamps[i]),
-                                    generated=done, fmt=self.fmt)
-                self._post(data)
-            if self.pace:
-                ref = (float(dues[-1]), float(stamps[-1]))
+                self._post([data])
+            ref = (float(dues[-1]), float(stamps[-1]))
 
     def stats(self) -> dict:
         """Counts of this session (frames generated, sent and dropped, chunks)."""
@@ -908,7 +964,7 @@ class WorldService:
         sid = self._next_id
         self._next_id += 1
         session = Session(sid, engine, first, loop, req.format, req.pace,
-                          self.config.queue_frames)
+                          self.config.queue_frames, self.config.batch_s)
         session.clip_frames = req.clip_frames
         return session
 
@@ -949,6 +1005,8 @@ class WorldService:
                 session.error = None
             while (data := session.pop()) is not None:
                 stamp_frame(data, time.time(), session.dropped)
-                await ws.send_bytes(bytes(data))
+                # The encoded buffer itself (no bytes() copy): nothing writes to it any more,
+                # and the WebSocket layer copies it once into its frame.
+                await ws.send({"type": "websocket.send", "bytes": data})
                 session.sent += 1
 
