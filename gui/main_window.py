@@ -420,22 +420,35 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def panic(self, origin: str = "key") -> None:
         """Latch the world still until :meth:`release`; works whatever else is running."""
-        self.steering.hybrid.panic(f"panic stop ({origin})")
+        if self.runtime is not None and not self._closed:
+            self.runtime.panic(origin)  # logged with its tick: a replay stops there too
+        else:
+            self.steering.hybrid.panic(f"panic stop ({origin})")
         self.stop_button.setChecked(True)
         self._control_tick()
 
     def release(self) -> None:
-        self.steering.hybrid.release()
+        if self.runtime is not None and not self._closed:
+            self.runtime.release()
+        else:
+            self.steering.hybrid.release()
         self.stop_button.setChecked(False)
         self._control_tick()
 
     def _decoder(self, enabled: bool) -> None:
-        self.steering.set_decoder_enabled(enabled, local_clock())
+        if self.runtime is not None and not self._closed:
+            self.runtime.set_decoder_enabled(enabled)  # logged with its tick, for replay
+        else:
+            self.steering.set_decoder_enabled(enabled, local_clock())
+            self._log("decoder_control", enabled=enabled)
         self.control_panel.set_running(self.steering.decoder_enabled)
-        self._log("decoder_control", enabled=enabled)
 
     def _mapping_changed(self, mapping) -> None:
-        if self.steering.online is not None:
+        if self.steering.online is None:
+            return
+        if self.runtime is not None and not self._closed:
+            self.runtime.set_mapping(mapping)  # logged with its tick, for replay
+        else:
             self.steering.online.policy.mapping = mapping
             self._log("mapping_changed", mapping=str(mapping))
 

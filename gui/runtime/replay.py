@@ -3,8 +3,9 @@
 :func:`replay_session` reads a session folder written by :class:`gui.runtime.SessionRuntime`
 (``ticks.tsv``, ``session.jsonl`` and the raw samples under ``recording/raw``) and runs a new
 runtime over it: before each recorded tick the ring buffer is filled to exactly the sample
-count the live decoder saw at that tick, the intents and key presses logged before that tick
-are applied, and the tick runs with its recorded LSL time. With the same bundle the decoder
+count the live decoder saw at that tick, the intents, key presses and operator controls (panic
+stop and release, decoder start/stop, mapping changes) logged before that tick are applied, and
+the tick runs with its recorded LSL time. With the same bundle the decoder
 therefore sees the same windows, in the same batches, and the policy the same timestamps: the
 decisions match bit for bit (``comparison.json`` says whether they did, and where they first
 differ if not). The world re-renders the resulting actions, one step per tick as in a headless
@@ -122,8 +123,29 @@ def load_feed(folder: Path, rec: dict, capacity: int) -> RecordedFeed:
                         int(rec.get("first_count") or 0))
 
 
+# The operator's controls a replay applies where the session did.
+OPERATOR_KINDS = ("panic", "release", "decoder_control", "mapping_changed")
+
+
+def _apply(runtime: SessionRuntime, e: dict, same_decoder: bool) -> None:
+    """Apply one logged intent, key press or operator control to the replay's runtime."""
+    kind = e["kind"]
+    if kind == "intent":
+        runtime.set_intent(parse_action(e["action"]), origin=e.get("origin", "route"), now=e["t"])
+    elif kind == "command":
+        runtime.keyboard(parse_action(e["action"]), now=e["t"])
+    elif kind == "panic":
+        runtime.panic(e.get("origin", "key"), now=e["t"])
+    elif kind == "release":
+        runtime.release(now=e["t"])
+    elif kind == "decoder_control":
+        runtime.set_decoder_enabled(bool(e.get("enabled")), now=e["t"])
+    elif kind == "mapping_changed" and same_decoder and isinstance(e.get("mapping"), dict):
+        runtime.set_mapping(e["mapping"], now=e["t"])  # another bundle keeps its own classes
+
+
 def _events_by_tick(log: list[dict]) -> dict[int, list[dict]]:
-    """Intents and key presses, by the tick they came before."""
+    """Intents, key presses and operator controls, by the tick they came before."""
     out: dict[int, list[dict]] = {}
     for e in log:
         if "tick" not in e:
@@ -131,6 +153,8 @@ def _events_by_tick(log: list[dict]) -> dict[int, list[dict]]:
         if e["kind"] == "intent":
             out.setdefault(int(e["tick"]), []).append(e)
         elif e["kind"] == "command" and e.get("origin") == "keyboard":
+            out.setdefault(int(e["tick"]), []).append(e)
+        elif e["kind"] in OPERATOR_KINDS:
             out.setdefault(int(e["tick"]), []).append(e)
     return out
 
@@ -235,11 +259,7 @@ def replay_session(folder: str | Path, decoder: str | Path | None = None,
         for row in ticks.itertuples(index=False):
             k, now = int(row.tick), float(row.now)
             for e in events.get(k, []):
-                action = parse_action(e["action"])
-                if e["kind"] == "intent":
-                    runtime.set_intent(action, origin=e.get("origin", "route"), now=e["t"])
-                else:
-                    runtime.keyboard(action, now=e["t"])
+                _apply(runtime, e, decoder is None)
             feed.error = row.error or None
             feed.fill_to(int(row.n_written))
             if realtime:

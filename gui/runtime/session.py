@@ -361,6 +361,44 @@ class SessionRuntime:
                              still=True)
                 self._last_action = action
 
+    # ------------------------------------------------------------------ operator
+    # The operator's controls are logged with the tick they came before, so that a replay
+    # applies them where the session did (see gui.runtime.replay).
+    def panic(self, origin: str = "key", now: float | None = None) -> None:
+        """Latch the world still (the panic stop) until :meth:`release`."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            self.steering.hybrid.panic(f"panic stop ({origin})")
+            self.log.log("panic", t=now, tick=self.n_ticks, origin=origin)
+
+    def release(self, now: float | None = None) -> None:
+        """Lift the panic stop."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            self.steering.hybrid.release()
+            self.log.log("release", t=now, tick=self.n_ticks)
+
+    def set_decoder_enabled(self, enabled: bool, now: float | None = None) -> None:
+        """Start or stop decoder control (the operator's buttons)."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            self.steering.set_decoder_enabled(enabled, now)
+            self.log.log("decoder_control", t=now, tick=self.n_ticks, enabled=bool(enabled))
+
+    def set_mapping(self, mapping, now: float | None = None) -> None:
+        """Change which class drives which action (an :class:`ActionMapping` or a dict)."""
+        from control.mapping import ActionMapping
+
+        now = self.clock() if now is None else now
+        if not isinstance(mapping, ActionMapping):
+            mapping = ActionMapping.from_dict(mapping)
+        with self._lock:
+            if self.steering.online is None:
+                return
+            self.steering.online.policy.mapping = mapping
+            self.mapping = {c: str(mapping.action(c)) for c in self.classes}
+            self.log.log("mapping_changed", t=now, tick=self.n_ticks, mapping=mapping.to_dict())
+
     def note(self, kind: str, **fields) -> None:
         """Log an entry of the caller's own (the window's) under the runtime's lock, so that
         it cannot interleave with what the world thread writes."""

@@ -122,3 +122,56 @@ def test_replay_refuses_a_folder_that_is_not_a_session(tmp_path, capsys):
         replay_session(tmp_path)
     assert main(["replay", str(tmp_path)]) == 2
     assert "not a session folder" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_replay_applies_the_operators_panic_stop_and_mapping_change(tmp_path):
+    """A session driven tick by tick through the runtime's own controls, as the window does."""
+    import time
+
+    from gui.runtime import SessionRuntime
+
+    person = SimulatedParticipant(ParticipantConfig.easy(), seed=5)
+    bundle = calibrate_participant(SimulatedParticipant(person.config, seed=5),
+                                   classes=("rest", "left_hand", "right_hand"), trials=6)
+    path = save_bundle(bundle, tmp_path / "decoder.zip")
+    acq = start_acquisition(PublishedParticipant(person))
+    engine, _ = make_engine(RunOptions(resolution=(32, 32)))
+    try:
+        online = decoder_control(path, acq, publish=False)
+        runtime = SessionRuntime(engine, tmp_path / "run", acquisition=acq,
+                                 steering=Steering(acq, online), report=False,
+                                 meta={"decoder": str(path)})
+        runtime.start()
+        left = online.policy.mapping.action("left_hand")
+        swapped = {"rest": "·", "left_hand": "→", "right_hand": "←"}
+        t0 = time.perf_counter()
+        for k in range(200):  # ~12.5 s at 16 ticks/s
+            if k == 10:
+                runtime.set_intent(left, origin="route")
+            if k == 90:
+                runtime.panic("test")
+            if k == 120:
+                runtime.release()
+                runtime.set_mapping(swapped)
+            if k == 150:
+                runtime.set_decoder_enabled(False)
+            if k == 170:
+                runtime.set_decoder_enabled(True)
+            tick = runtime.tick()
+            first = runtime.n_frames
+            runtime.world.step(tick.action)
+            runtime.frame_shown(first)
+            time.sleep(max(0.0, t0 + (k + 1) / 16 - time.perf_counter()))
+        runtime.finish()
+    finally:
+        acq.stop()
+        engine.close()
+    ticks = pd.read_csv(tmp_path / "run" / "ticks.tsv", sep="\t", keep_default_na=False)
+    assert set(ticks.origin[90:120]) == {"panic"}  # the stop held the world
+    replay = replay_session(tmp_path / "run", out=tmp_path / "replay", progress=False,
+                            report=False)
+    c = replay.comparison
+    assert c["identical"] and c["actions_identical"], c
+    again = pd.read_csv(tmp_path / "replay" / "ticks.tsv", sep="\t", keep_default_na=False)
+    assert (again.origin == ticks.origin).all()
