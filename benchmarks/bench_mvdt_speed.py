@@ -8,7 +8,8 @@ Usage::
 
     .venv/bin/python benchmarks/bench_mvdt_speed.py                 # small preset, 50 steps
     .venv/bin/python benchmarks/bench_mvdt_speed.py --steps 10 --threads 2
-    .venv/bin/python benchmarks/bench_mvdt_speed.py --train-config world/configs/sandbox-64.json
+    .venv/bin/python benchmarks/bench_mvdt_speed.py \\
+        --train-config world/configs/history/sandbox-64.json
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ step's cost does not depend on training). Prints a table.
 
 Usage::
 
-    python benchmarks/bench_world_train_step.py --config world/configs/sandbox-64-gpu-p4b.json \\
+    python benchmarks/bench_world_train_step.py \\
+        --config world/configs/history/sandbox-64-gpu-p4b.json \\
         --data runs/world/data/gpu-train-01 --device cuda --batches 64,256
     python benchmarks/bench_world_train_step.py --config world/configs/tiny.json \\
         --data runs/world/data/tiny-train --device cpu --batches 2
@@ -63,7 +64,7 @@ def time_steps(model_config, sampler, batch: int, amp: bool, device: torch.devic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="world/configs/sandbox-64-gpu-p4b.json",
+    ap.add_argument("--config", default="world/configs/history/sandbox-64-gpu-p4b.json",
                     help="training config whose model is timed")
     ap.add_argument("--data", default="runs/world/data/sandbox-64-heldout",
                     help="a clip folder (yume world data); made (32 held-out clips) if missing")

@@ -1,7 +1,8 @@
 """A training-free action classifier: which commanded motion explains the pixels best.
 
-:mod:`world.idm` reads actions with a CNN trained on sandbox clips, and one of its siblings was
-the world model's training critic, so its reading of generated video is no longer independent.
+:mod:`world.training.idm` reads actions with a CNN trained on sandbox clips, and one of its
+siblings was the world model's training critic, so its reading of generated video is no longer
+independent.
 This judge learns nothing and so cannot have leaked into any training run: for a chunk it warps
 the frame before the chunk into the camera that each of the 81 actions would reach
 (:class:`world.baselines.CameraWarp`: homography for turning and tilting, the fixed ground-plane

@@ -13,7 +13,7 @@ else: no scene, no ground-truth depth, no poses from the sandbox, no learning.
   warp_perspective`, :func:`kornia.geometry.depth.depth_to_3d_v2`,
   :func:`kornia.geometry.camera.project_points`).
 
-The camera model is the sandbox's (:mod:`world.sandbox_render`): a pinhole of horizontal field
+The camera model is the sandbox's (:mod:`world.sandbox.render`): a pinhole of horizontal field
 of view ``fov_deg`` whose yaw is a true rotation, while **pitch is a vertical shear** of the
 image. A shear by ``f tan(pitch)`` is the same as moving the principal point down by that
 amount, so a tilted sandbox camera is a pinhole with rotation ``R_y(yaw)`` and intrinsics whose

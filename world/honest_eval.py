@@ -1,17 +1,18 @@
 """Honest evaluation of a world model (``yume world eval --honest``, issue 16).
 
-What :mod:`world.evaluate` leaves open, measured against baselines that know nothing and a
+What :mod:`world.training.evaluate` leaves open, measured against baselines that know nothing and a
 judge that no training run has seen:
 
 - **Fresh scenes.** Scene seeds from ``[FRESH_SEED_START, FRESH_SEED_START + 1e6)``: outside
-  both of :mod:`world.data`'s ranges (train ``[0, 1e6)``, held-out ``[1e6, 2e6)``), so outside
-  every clip folder made so far (all were made with ``yume world data``, whose ``--seed`` only
-  seeds the draw inside those ranges) and outside every scene any model was selected on.
+  both of :mod:`world.training.data`'s ranges (train ``[0, 1e6)``, held-out ``[1e6, 2e6)``), so
+  outside every clip folder made so far (all were made with ``yume world data``, whose
+  ``--seed`` only seeds the draw inside those ranges)
+  and outside every scene any model was selected on.
 - **Baselines** (:mod:`world.baselines`): repeat the start frame; warp the start frame into the
   commanded cameras with a fixed depth prior ("warp"); the same warp chained chunk by chunk
   from its own last frame, without memory ("warp, chained").
-- **Per horizon** (chunks 1, 4, 8, 16): PSNR and SSIM (kornia's, via :func:`world.evaluate.
-  psnr` / :func:`world.evaluate.ssim`) against the sandbox, and sharpness (variance of the
+- **Per horizon** (chunks 1, 4, 8, 16): PSNR and SSIM (kornia's, via :func:`world.metrics.
+  psnr` / :func:`world.metrics.ssim`) against the sandbox, and sharpness (variance of the
   Laplacian of the grey frames) beside the truth's.
 - **Loop closure**: turn left K chunks and right K back, or walk forward K and back K
   (K = 2, 4, 8); PSNR of the final frame against the start frame, for every predictor and the
@@ -44,8 +45,9 @@ import torch.nn.functional as F
 from control.actions import Action
 from world.action_judge import GeometricJudge, judge_scores
 from world.baselines import CameraWarp, SandboxCamera, commanded_states, repeat_last
-from world.data import HELDOUT_SEED_START, Clip, make_world
-from world.evaluate import ground_truth_episodes, pooled_psnr, ssim
+from world.metrics import pooled_psnr, ssim
+from world.training.data import HELDOUT_SEED_START, Clip, make_world
+from world.training.evaluate import ground_truth_episodes
 
 FRESH_SEED_START = 3 * HELDOUT_SEED_START
 """First scene seed of the honest evaluation (train and held-out end at ``2e6``)."""
@@ -156,7 +158,7 @@ class HonestConfig:
 
 def model_generator(model, codec, eval_config, progress: bool = True,
                     context_noise: float = 0.0) -> Generator:
-    """A :data:`Generator` for an MVDT model with :func:`world.evaluate.rollout`'s sampler.
+    """A :data:`Generator` for an MVDT model with :func:`world.training.evaluate.rollout`'s sampler.
 
     A model with geometric memory (``config.warp_sources``) is rolled out by
     :class:`world.mvdt.warp.WarpRollout` with the same sampler settings, which keeps its
@@ -164,7 +166,7 @@ def model_generator(model, codec, eval_config, progress: bool = True,
     ``context_noise`` (that rollout only) is the inference context noise of
     :class:`world.mvdt.MVDTPipeline`.
     """
-    from world.evaluate import rollout
+    from world.training.evaluate import rollout
 
     if not getattr(model.config, "warp_sources", None):
         def generate(clips: list[Clip], n_chunks: int) -> np.ndarray:
@@ -221,7 +223,7 @@ def _pitch_before_chunks(actions: np.ndarray, fpc: int) -> np.ndarray:
 
 def _pairs(first: np.ndarray, video: np.ndarray, fpc: int) -> tuple[np.ndarray, np.ndarray]:
     """(frame before, last frame) of every chunk of every episode, flattened."""
-    from world.evaluate import _chunk_pairs
+    from world.training.evaluate import _chunk_pairs
 
     return _chunk_pairs(first, video, fpc)
 
@@ -243,7 +245,7 @@ def honest_evaluate(generate: Generator | None, config: HonestConfig | None = No
         Ground-truth engine (default: the sandbox at ``resolution``).
     out_dir : path, optional
         Where to write ``honest.json`` and ``drive.png`` (a long drive: truth, model, warp).
-    idm : world.idm.InverseDynamics, optional
+    idm : world.training.idm.InverseDynamics, optional
         The project's IDM, reported beside the judge for comparison (it is not independent:
         a sibling of it was the shipped model's training critic).
 
@@ -323,7 +325,7 @@ def _horizon_part(cfg, seeds, resolution, fpc, warp, judge, generate, world_fact
         follow["model"] = judge_scores(
             judge.predict(*_pairs(p.first, p.videos["model"], fpc), pitch), acts)
     if idm is not None:
-        from world.evaluate import _idm_scores
+        from world.training.evaluate import _idm_scores
 
         follow["project_idm"] = {
             "note": "a sibling of this IDM was the shipped model's training critic",

@@ -1,6 +1,6 @@
 """Geometry of the sandbox city for navigation tasks: landmarks, shortest paths and routes.
 
-Pure functions over a :class:`world.sandbox_scene.SandboxScene` (nothing here moves a camera).
+Pure functions over a :class:`world.sandbox.scene.SandboxScene` (nothing here moves a camera).
 Points are world ``(x, z)`` ground-plane positions in metres; cells are ``(ix, iz)`` grid
 indices (see :meth:`SandboxScene.cell_of`).
 
@@ -32,7 +32,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
 from control.motion import CameraState
-from world.sandbox_scene import LANDMARKS, SandboxScene
+from world.sandbox.scene import LANDMARKS, SandboxScene
 
 DEFAULT_CLEARANCE = 0.3  # metres kept from walls: just over the sandbox walker's 0.25 m radius
 DEFAULT_MARGIN = 1.5  # metres beyond the nearest free cell centre that still count as reached

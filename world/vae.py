@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from world import metrics
 from world.base import WorldError
 
 logger = logging.getLogger(__name__)
@@ -213,13 +214,10 @@ class WanVideoLatent:
 def psnr(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB of two uint8 images/videos (``inf`` when identical).
 
-    kornia.metrics.psnr, the implementation :func:`world.evaluate.psnr` uses too.
+    The project's one PSNR (:func:`world.metrics.psnr`, kornia's); kept here under this name
+    for the callers of the latent spaces.
     """
-    from kornia.metrics import psnr as kpsnr
-
-    a = torch.as_tensor(np.asarray(a), dtype=torch.float64)
-    b = torch.as_tensor(np.asarray(b), dtype=torch.float64)
-    return float("inf") if torch.equal(a, b) else float(kpsnr(a, b, 255.0))
+    return metrics.psnr(np.asarray(a), np.asarray(b))
 
 
 def reconstruction_psnr(space, frames: torch.Tensor, batch: int = 4) -> float:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 DEFAULT_CHECKPOINT = "world/checkpoints/mvdt-sandbox"
+DEFAULT_RECIPE = "world/recipes/mvdt-sandbox.json"
 
 
 def add_parser(sub) -> None:
@@ -37,10 +38,27 @@ def add_parser(sub) -> None:
     d.set_defaults(func=run_data)
 
     t = ws.add_parser("train", help="train (or resume) the MVDT world model",
-                      description="Train from a JSON config; re-running resumes from the run's "
-                                  "last checkpoint.")
-    t.add_argument("--config", default="world/configs/sandbox-64.json", help="training config")
-    t.add_argument("--max-steps", type=int, help="override the config's max_steps")
+                      description="Run a recipe (stages in one file: clips, IDMs, training "
+                                  "runs, export), or one training run from a JSON config; "
+                                  "re-running skips finished stages and resumes the "
+                                  "interrupted one from its last checkpoint.")
+    source = t.add_mutually_exclusive_group()
+    source.add_argument("--recipe", default=None,
+                        help=f"recipe file (default {DEFAULT_RECIPE}: rebuilds the shipped "
+                             "checkpoint from nothing)")
+    source.add_argument("--config", default=None,
+                        help="one training config instead of a recipe (world/configs/tiny.json; "
+                             "the shipped model's stage configs are in world/configs/history/)")
+    t.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a recipe variable, e.g. --set runs=/scratch/runs or "
+                        "--set out=world/checkpoints/mvdt-sandbox")
+    t.add_argument("--device", default=None,
+                   help="device of every recipe stage (cpu, cuda, auto = CUDA when present; "
+                        "default: the recipe's, auto)")
+    t.add_argument("--stages", type=int, metavar="N",
+                   help="run only the recipe's first N stages (finished ones count)")
+    t.add_argument("--max-steps", type=int, help="override the config's max_steps (with a "
+                                                  "recipe: cap every training stage)")
     t.add_argument("--max-minutes", type=float, help="override the config's max_minutes")
     t.add_argument("--threads", type=int, help="override the config's torch threads")
     t.add_argument("--for-minutes", type=float, metavar="M",
@@ -182,7 +200,7 @@ def add_parser(sub) -> None:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    from world.data import WalkPolicy, write_dataset
+    from world.training.data import WalkPolicy, write_dataset
 
     path = write_dataset(args.out, args.clips, args.resolution, args.chunks,
                          args.frames_per_step, split=args.split, seed=args.seed,
@@ -204,7 +222,9 @@ def _interval(text: str) -> tuple[float, float]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from world.train import TrainConfig, train
+    if args.config is None:
+        return _run_recipe(args)
+    from world.training.train import TrainConfig, train
 
     cfg = TrainConfig.load(args.config)
     if args.max_minutes is not None:
@@ -216,8 +236,28 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_recipe(args: argparse.Namespace) -> int:
+    from world.training.recipe import run_recipe
+
+    if args.max_minutes is not None or args.threads is not None or args.for_minutes is not None:
+        raise ValueError("--max-minutes, --threads and --for-minutes change one training "
+                         "config; with a recipe, edit its stages (or use --config FILE).")
+    variables = {}
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--set takes NAME=VALUE (e.g. runs=/scratch/runs), not {item!r}.")
+        variables[name.strip()] = value
+    records = run_recipe(args.recipe or DEFAULT_RECIPE, variables, device=args.device,
+                         stop_after=args.stages, max_steps=args.max_steps)
+    for r in records:
+        made = r.get("checkpoint") or r.get("out") or ""
+        print(f"{r['status']:8} {r['name']:28} {r['seconds']:8.1f} s  {made}")
+    return 0
+
+
 def run_export(args: argparse.Namespace) -> int:
-    from world.train import export_checkpoint
+    from world.training.train import export_checkpoint
 
     sampler = json.loads(args.sampler) if args.sampler else None
     out = export_checkpoint(args.run, args.out, args.idm, sampler, args.weights)
@@ -226,7 +266,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_idm(args: argparse.Namespace) -> int:
-    from world.idm import train_idm_from_folders
+    from world.training.idm import train_idm_from_folders
 
     seconds = None if args.max_minutes is None else 60.0 * args.max_minutes
     report = train_idm_from_folders(args.data, args.heldout, args.out, steps=args.steps,
@@ -238,7 +278,7 @@ def run_idm(args: argparse.Namespace) -> int:
 
 
 def run_distill(args: argparse.Namespace) -> int:
-    from world.distill import DistillConfig, distill
+    from world.training.distill import DistillConfig, distill
 
     cfg = DistillConfig(teacher=args.teacher, data=args.data, out=args.out,
                         student_steps=args.student_steps, teacher_steps=args.teacher_steps,
@@ -266,9 +306,9 @@ def _apply_shipped_sampler(args: argparse.Namespace) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from world.evaluate import EvalConfig, evaluate, format_table, measure_speed
-    from world.idm import InverseDynamics
     from world.mvdt import codec_from_config, load_checkpoint
+    from world.training.evaluate import EvalConfig, evaluate, format_table, measure_speed
+    from world.training.idm import InverseDynamics
 
     if args.shipped_sampler:
         _apply_shipped_sampler(args)

@@ -56,12 +56,12 @@ distilled student (default: Euler, 50 steps, CFG 5), or from ``sampler=`` / ``sa
 """
 
 from world.mvdt.cache import ResidualCache, block_importance, least_important
-from world.mvdt.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint, save_checkpoint
+from world.mvdt.checkpoint import DEFAULT_CHECKPOINT, save_checkpoint
 from world.mvdt.config import PRESETS, MVDTConfig, preset
 from world.mvdt.engine import MVDTWorld, prepare_image
 from world.mvdt.masking import TokenMask, random_token_mask
 from world.mvdt.memory import HistoryBuffer, HistoryTokens, history_plan, history_token_count
-from world.mvdt.model import MVDTModel
+from world.mvdt.model import MVDTModel, load_checkpoint
 from world.mvdt.pipeline import MVDTPipeline, PixelCodec, codec_from_config
 from world.mvdt.samplers import SAMPLERS, Sampler, get_sampler, shifted_sigmas
 from world.mvdt.training import (

@@ -5,6 +5,10 @@ config is validated, the weights' names and shapes must match the model the conf
 safetensors metadata carries a hash of the config, so a config from another checkpoint, a corrupt
 or truncated file, or a pickle renamed to ``.safetensors`` all raise a one-sentence
 :class:`~world.base.WorldError`.
+
+This module knows the file format, not the model: :func:`load_into` takes the class to build, so
+:mod:`world.mvdt.model` can offer ``save_pretrained``/``from_pretrained`` on top of it without the
+two modules importing each other. :func:`world.mvdt.model.load_checkpoint` is the MVDT binding.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,7 +25,6 @@ from safetensors.torch import save_file
 
 from world.base import WorldError
 from world.mvdt.config import MVDTConfig
-from world.mvdt.model import MVDTModel
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ def config_hash(config: MVDTConfig | dict) -> str:
 
 
 def save_checkpoint(
-    model: MVDTModel,
+    model: torch.nn.Module,
     directory: str | Path,
     dtype: torch.dtype = torch.float32,
     extra_metadata: dict[str, str] | None = None,
@@ -50,7 +54,8 @@ def save_checkpoint(
     """Write ``config.json`` and ``model.safetensors`` (in ``dtype``) into ``directory``.
 
     The weights are written to a temporary name first and renamed, so an interrupted save never
-    leaves a half-written ``model.safetensors`` behind.
+    leaves a half-written ``model.safetensors`` behind. ``model`` is any module with an
+    :class:`MVDTConfig` in ``model.config`` (an :class:`~world.mvdt.model.MVDTModel`).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -77,18 +82,21 @@ def read_metadata(directory: str | Path) -> dict[str, str]:
                          "re-train the checkpoint.") from err
 
 
-def load_checkpoint(
+def load_into(
     directory: str | Path,
+    build: Callable[[MVDTConfig], torch.nn.Module],
     expected_config: MVDTConfig | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-) -> MVDTModel:
-    """Build the model of ``directory/config.json`` and load its weights (eval mode).
+) -> torch.nn.Module:
+    """Build ``build(config)`` from ``directory/config.json`` and load its weights (eval mode).
 
     Parameters
     ----------
     directory : path
         Checkpoint folder with ``config.json`` and ``model.safetensors``.
+    build : callable
+        Makes the module from the checkpoint's config (``MVDTModel``).
     expected_config : MVDTConfig, optional
         If given, the checkpoint's config must equal it.
     device, dtype
@@ -121,7 +129,7 @@ def load_checkpoint(
     if meta.get("config_sha256") != config_hash(written):
         raise WorldError(f"{weights} was saved with a different config.json than the one in "
                          f"{directory}; put the matching config.json back or re-save the model.")
-    model = MVDTModel(config)
+    model = build(config)
     expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
     try:

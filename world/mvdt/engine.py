@@ -24,10 +24,11 @@ from control.motion import CameraState, MotionStep, apply_action
 from world.base import Chunk, WorldEngine, WorldError, check_resolution
 from world.images import fit_image as prepare_image  # the name this package always exported
 from world.mvdt.cache import ResidualCache
-from world.mvdt.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from world.mvdt.checkpoint import DEFAULT_CHECKPOINT
 from world.mvdt.memory import HistoryBuffer, history_token_count
-from world.mvdt.model import MVDTModel
+from world.mvdt.model import MVDTModel, load_checkpoint
 from world.mvdt.pipeline import MVDTPipeline, codec_from_config, split_sampler_spec
+from world.sandbox import SandboxWorld
 
 logger = logging.getLogger(__name__)
 
@@ -65,29 +66,21 @@ def _seed_image(seed: int, height: int, width: int) -> np.ndarray:
 
 
 def sandbox_first_frame(seed: int, height: int, width: int) -> tuple[np.ndarray, str]:
-    """First frame of sandbox scene ``seed`` (via the world registry), or a seeded picture."""
+    """First frame of sandbox scene ``seed``, or a seeded picture if the sandbox cannot render it.
+
+    The sandbox is imported directly rather than looked up in :mod:`world.registry`: the registry
+    builds this engine, so asking it back would make the two modules import each other.
+    """
+    engine = None
     try:
-        from world import registry
-    except ImportError:
-        registry = None
-    factories = None
-    if registry is not None:
-        for name in ("ENGINES", "REGISTRY", "WORLDS", "FACTORIES"):
-            if isinstance(getattr(registry, name, None), dict):
-                factories = getattr(registry, name)
-                break
-    if factories and "sandbox" in factories:
-        engine = None
-        try:
-            engine = factories["sandbox"](height=height, width=width)
-            chunk = engine.reset(seed=seed)
-            return np.asarray(chunk.frames[-1], dtype=np.uint8), "sandbox"
-        except (TypeError, ValueError, RuntimeError) as err:
-            logger.warning("sandbox could not render seed %s (%s); using a seeded picture",
-                           seed, err)
-        finally:
-            if engine is not None:
-                engine.close()
+        engine = SandboxWorld(height=height, width=width)
+        chunk = engine.reset(seed=seed)
+        return np.asarray(chunk.frames[-1], dtype=np.uint8), "sandbox"
+    except (TypeError, ValueError, RuntimeError) as err:
+        logger.warning("sandbox could not render seed %s (%s); using a seeded picture", seed, err)
+    finally:
+        if engine is not None:
+            engine.close()
     return _seed_image(seed, height, width), "seeded-picture"
 
 

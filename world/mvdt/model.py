@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from diffusers.models.normalization import FP32LayerNorm
@@ -29,6 +30,7 @@ from diffusers.models.transformers.transformer_wan import (
 from torch import nn
 
 from world.mvdt.action_encoder import ActionEncoder, ActionLike, ActionTokenizer
+from world.mvdt.checkpoint import load_into, save_checkpoint
 from world.mvdt.config import MVDTConfig
 from world.mvdt.masking import TokenMask, gather_tokens, scatter_tokens
 from world.mvdt.memory import HistoryTokens, embed_history, patch_embed
@@ -418,13 +420,35 @@ class MVDTModel(nn.Module):
     # diffusers-style conveniences over world.mvdt.checkpoint
     def save_pretrained(self, directory, dtype: torch.dtype = torch.float32):
         """Write ``config.json`` + ``model.safetensors`` (see :func:`save_checkpoint`)."""
-        from world.mvdt.checkpoint import save_checkpoint
-
         return save_checkpoint(self, directory, dtype)
 
     @classmethod
     def from_pretrained(cls, directory, **kwargs) -> MVDTModel:
         """Load a checkpoint folder safely (see :func:`load_checkpoint`)."""
-        from world.mvdt.checkpoint import load_checkpoint
+        return load_into(directory, cls, **kwargs)
 
-        return load_checkpoint(directory, **kwargs)
+
+def load_checkpoint(
+    directory: str | Path,
+    expected_config: MVDTConfig | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> MVDTModel:
+    """Build the MVDT model of ``directory/config.json`` and load its weights (eval mode).
+
+    Parameters
+    ----------
+    directory : path
+        Checkpoint folder with ``config.json`` and ``model.safetensors``.
+    expected_config : MVDTConfig, optional
+        If given, the checkpoint's config must equal it.
+    device, dtype
+        Where and in which precision to put the model.
+
+    Raises
+    ------
+    WorldError
+        Missing files, invalid config, config mismatch, corrupt/truncated/non-safetensors
+        weights, or weights of another architecture (see :func:`~world.mvdt.checkpoint.load_into`).
+    """
+    return load_into(directory, MVDTModel, expected_config, device, dtype)

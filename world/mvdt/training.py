@@ -123,7 +123,8 @@ def training_loss(
         ``critic(before, target, generated) -> (B,)`` on latent frames ``(B, C, H, W)``: how
         differently the motion from the newest history frame to the chunk's last frame reads
         in the unmasked pass's clean-chunk estimate than in the truth (e.g. an inverse-dynamics
-        model's :func:`world.idm.motion_kl`). Added with weight ``motion_weight * (1 - t)``,
+        model's :func:`world.training.idm.motion_kl`). Added with weight ``motion_weight * (1 -
+        t)``,
         since the estimate carries little detail at high noise.
 
     Returns

@@ -158,7 +158,8 @@ class WarpMemory:
 class WarpRollout:
     """Batched autoregressive generation of a model with geometric memory.
 
-    The counterpart of :class:`world.evaluate.BatchedRollout` that keeps a :class:`WarpMemory`.
+    The counterpart of :class:`world.training.evaluate.BatchedRollout` that keeps a
+    :class:`WarpMemory`.
     The history holds the re-encoded decoded frames (what is shown), so latents outside the
     codec's range never feed back into the next chunk.
 

@@ -5,9 +5,9 @@ is the ground truth the video model is trained on and evaluated against: the sam
 same actions always give identical frames, and every frame comes with the exact camera pose it
 was rendered from.
 
-* Scene: :func:`world.sandbox_scene.generate_scene` (streets, buildings, parks, plazas and four
+* Scene: :func:`world.sandbox.scene.generate_scene` (streets, buildings, parks, plazas and four
   landmarks: red tower, blue pillar, yellow arch, fountain, bounded by a wall).
-* Rendering: :class:`world.sandbox_render.SandboxRenderer`, a vectorised numpy raycaster. Yaw
+* Rendering: :class:`world.sandbox.render.SandboxRenderer`, a vectorised numpy raycaster. Yaw
   and position are rendered exactly; **pitch is rendered as a vertical shear** of the image
   (see that module).
 * Motion: each frame moves the camera with :func:`control.motion.apply_action`; the commanded
@@ -30,8 +30,8 @@ from control.actions import IDLE, Action, parse_action
 from control.motion import CameraState, MotionStep, apply_action, translation_delta
 from world.base import Chunk, WorldEngine, WorldError, check_resolution
 from world.images import load_image
-from world.sandbox_render import SandboxRenderer
-from world.sandbox_scene import SandboxScene, generate_scene
+from world.sandbox.render import SandboxRenderer
+from world.sandbox.scene import SandboxScene, generate_scene
 
 logger = logging.getLogger(__name__)
 
