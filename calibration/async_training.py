@@ -277,11 +277,19 @@ def _split_in_time(rec: Recording, parts: int = 2) -> list[Recording]:
 
 
 def pseudo_online_cv(recordings: Sequence[Recording], config: AsyncConfig,
-                     progress: bool = True) -> tuple[dict[str, list[CurvePoint]], str]:
+                     progress: bool = True, fit=None, make_curve=None,
+                     missing: str = "a class has no training window; every recording needs "
+                                    "cues of every class.",
+                     ) -> tuple[dict[str, list[CurvePoint]], str]:
     """Leave-one-recording-out pseudo-online scores of every candidate at every point.
 
     With one recording, its two halves are the folds (said in the returned description).
+    ``fit`` (default :func:`fit_bundle`) and ``make_curve`` (default :func:`curve`) let another
+    paradigm (SSVEP, :mod:`calibration.ssvep_async`) reuse the folds and the scoring;
+    ``missing`` ends the sentence raised when a fold lacks a class.
     """
+    fit = fit or fit_bundle
+    make_curve = make_curve or curve
     from tqdm import tqdm
 
     recs = list(recordings)
@@ -300,14 +308,13 @@ def pseudo_online_cv(recordings: Sequence[Recording], config: AsyncConfig,
             for k, rec in enumerate(recs):
                 train = groups != k
                 if len(set(y[train])) < len(set(y)):
-                    raise DatasetError(f"Without {rec.path.name} a class has no training window; "
-                                       "every recording needs cues of every class.")
-                bundle = fit_bundle(name, X[train], y[train], ch_names, sfreq, config)
+                    raise DatasetError(f"Without {rec.path.name} {missing}")
+                bundle = fit(name, X[train], y[train], ch_names, sfreq, config)
                 with threadpool_limits(1):
                     for p, s in score_grid(bundle, rec, config).items():
                         scores.setdefault(p, []).append(s)
                 bar.update(1)
-            out[name] = curve(scores)
+            out[name] = make_curve(scores)
     return out, folds
 
 

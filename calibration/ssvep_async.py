@@ -47,12 +47,12 @@ from calibration.async_training import (
     AsyncConfig,
     AsyncResult,
     CurvePoint,
-    _split_in_time,
     choose_operating_point,
     curve,
     score_grid,
     sliding_windows,
 )
+from calibration.async_training import pseudo_online_cv as mi_pseudo_online_cv
 from calibration.dataset import DatasetError, Recording, load_recording
 from calibration.paradigm import BOOKKEEPING
 from calibration.pipelines import SSVEP_PIPELINES, make_pipeline
@@ -225,30 +225,12 @@ def prepare(recordings: Sequence[str | Path | Recording], config: SSVEPAsyncConf
 def pseudo_online_cv(recordings: Sequence[Recording], config: SSVEPAsyncConfig,
                      progress: bool = False) -> tuple[dict[str, list[CurvePoint]], str]:
     """Leave-one-recording-out pseudo-online curves of every candidate pipeline (prepared
-    recordings, see :func:`prepare`); one recording is cut in its two halves."""
-    recs = list(recordings)
-    folds = f"leave-one-recording-out over {len(recs)} recordings"
-    if len(recs) < 2:
-        recs = _split_in_time(recs[0])
-        folds = "the two halves of one recording (weak: record a second run)"
-        logger.warning("one recording only: pseudo-online CV uses its two halves")
-    X, y, groups, ch_names, sfreq = sliding_windows(recs, config)
-    out = {}
-    for name in config.pipelines:
-        scores: dict[OperatingPoint, list[PseudoOnlineScore]] = {}
-        for k, rec in enumerate(recs):
-            train = groups != k
-            if len(set(y[train])) < len(set(y)):
-                raise DatasetError(f"Without {rec.path.name} a target or rest has no training "
-                                   "window; every recording needs cues of every target and rest.")
-            bundle = fit_ssvep_bundle(name, X[train], y[train], ch_names, sfreq, config)
-            with threadpool_limits(1):
-                for p, s in score_grid(bundle, rec, config).items():
-                    scores.setdefault(p, []).append(s)
-            if progress:
-                logger.info("pseudo-online CV: %s, fold %d of %d", name, k + 1, len(recs))
-        out[name] = _curve(scores)
-    return out, folds
+    recordings, see :func:`prepare`); one recording is cut in its two halves. The folds and the
+    scoring are motor imagery's (:func:`calibration.async_training.pseudo_online_cv`)."""
+    return mi_pseudo_online_cv(
+        recordings, config, progress, fit=fit_ssvep_bundle, make_curve=_curve,
+        missing="a target or rest has no training window; every recording needs cues of "
+                "every target and rest.")
 
 
 @dataclass

@@ -147,11 +147,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_asynchronous(args: argparse.Namespace) -> int:
-    import json
-    from dataclasses import asdict
 
     from calibration.async_training import AsyncConfig, train_async
-    from control.bundle import save_bundle
 
     if (args.paradigm or _paradigm_of(args.recordings[0])) == "ssvep":
         return _run_ssvep_asynchronous(args)
@@ -175,26 +172,13 @@ def _run_asynchronous(args: argparse.Namespace) -> int:
               f"{c['dwell_s']:>7g} {c['tau_s']:>5g} {c['hit_rate']:>5.2f} "
               f"{c['wrong_rate']:>5.2f} {c['fa_per_min']:>6.2f} {c['n_cues']:>4} "
               f"{c['rest_minutes']:>8.2f}")
-    if not result.meets_target:
-        print(f"  no operating point met {args.target_fa:g} false activations per minute; "
-              "the bundle carries the one with the fewest")
-    out = args.out or Path("decoders") / (args.recordings[0].name.replace(".", "_") + "-async")
-    bundle_path = save_bundle(result.bundle, out / ("decoder.zip" if args.zip else "decoder"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "asynchronous.json").write_text(json.dumps(
-        result.summary() | {"config": asdict(config)}, indent=2, default=float))
-    print(f"decoder bundle: {bundle_path} (operating point: threshold "
-          f"{result.chosen.point.threshold:g}, dwell {result.chosen.point.dwell_s:g} s)")
-    return 0
+    return _save_asynchronous(args, result, config)
 
 
 def _run_ssvep_asynchronous(args: argparse.Namespace) -> int:
     """SSVEP with a learned no-control state (calibration.ssvep_async)."""
-    import json
-    from dataclasses import asdict
 
     from calibration.ssvep_async import SSVEPAsyncConfig, train_ssvep_async
-    from control.bundle import save_bundle
 
     config = SSVEPAsyncConfig(classes=tuple(c for c in args.classes or () if c != args.rest),
                               rest_label=args.rest, label_map=args.label_map,
@@ -217,6 +201,16 @@ def _run_ssvep_asynchronous(args: argparse.Namespace) -> int:
               f"{c['wrong_rate']:>5.2f} {c['fa_per_min']:>6.2f} "
               f"{'' if lat is None else f'{lat:.2f}':>6} {c['n_cues']:>5} "
               f"{c['rest_minutes']:>8.2f}")
+    return _save_asynchronous(args, result, config)
+
+
+def _save_asynchronous(args: argparse.Namespace, result, config) -> int:
+    """Save an asynchronous (MI or SSVEP) result: the bundle and asynchronous.json."""
+    import json
+    from dataclasses import asdict
+
+    from control.bundle import save_bundle
+
     if not result.meets_target:
         print(f"  no operating point met {args.target_fa:g} false activations per minute; "
               "the bundle carries the one with the fewest")
