@@ -8,6 +8,7 @@ frames with their timestamps and camera poses. Engines know the action vocabular
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +67,24 @@ def check_resolution(height: int, width: int) -> tuple[int, int]:
     return h, w
 
 
+def check_start(image, clip) -> list | None:
+    """Refuse an image together with a clip; returns the clip's frames as a list (or None).
+
+    Raises
+    ------
+    WorldError
+        If both are given, or the clip holds no frames.
+    """
+    if clip is None:
+        return None
+    if image is not None:
+        raise WorldError("Give a start image or a start clip, not both.")
+    frames = list(clip)
+    if not frames:
+        raise WorldError("The start clip holds no frames; pass at least one RGB frame.")
+    return frames
+
+
 class WorldEngine(abc.ABC):
     """Base class of world engines.
 
@@ -80,8 +99,21 @@ class WorldEngine(abc.ABC):
     frames_per_step: int = 1
 
     @abc.abstractmethod
-    def reset(self, seed: int | None = None, image: np.ndarray | None = None) -> Chunk:
-        """Start a new world from a scene ``seed`` or an RGB ``image``; returns the first frame."""
+    def reset(self, seed: int | None = None, image: np.ndarray | None = None,
+              clip: Sequence[np.ndarray] | None = None) -> Chunk:
+        """Start a new world; returns the first frame.
+
+        Parameters
+        ----------
+        seed : int, optional
+            Scene seed (and noise seed of generative engines).
+        image : ndarray (H, W, 3) uint8 or anything the engine loads, optional
+            A start picture.
+        clip : sequence of RGB frames, optional
+            A start video, oldest frame first: the world continues from its last frame, and
+            engines with a memory keep the frames as their history. Give ``image`` or ``clip``,
+            not both (:func:`check_start` refuses both).
+        """
 
     @abc.abstractmethod
     def step(self, action: Action) -> Chunk:

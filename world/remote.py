@@ -20,15 +20,18 @@ Meanwhile :meth:`RemoteWorld.step` returns the last frame, paced, and never rais
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 
 from control.actions import IDLE, Action
-from world.base import Chunk, WorldEngine, WorldError, check_resolution
+from world.base import Chunk, WorldEngine, WorldError, check_resolution, check_start
 from world.service import ServiceError
 from world.service_client import ConnectionLost, Refused, RemoteFrame, WorldClient, service_url
 
@@ -36,6 +39,15 @@ logger = logging.getLogger(__name__)
 
 SCHEME = "remote://"
 CONNECTED, RECONNECTING, LOST, CLOSED = "connected", "reconnecting", "lost", "closed"
+
+
+def clip_png(frames: Sequence[np.ndarray]) -> bytes:
+    """RGB frames as one animated PNG (lossless, unlike GIF's palette), the clip upload."""
+    pictures = [Image.fromarray(np.ascontiguousarray(f, dtype=np.uint8)).convert("RGB")
+                for f in frames]
+    buf = io.BytesIO()
+    pictures[0].save(buf, format="PNG", save_all=True, append_images=pictures[1:])
+    return buf.getvalue()
 
 
 class RemoteWorld(WorldEngine):
@@ -137,30 +149,37 @@ class RemoteWorld(WorldEngine):
                     "to the token the service was started with.")
         return str(err)
 
-    def _open(self, seed: int | None, image: np.ndarray | None) -> tuple[WorldClient, dict,
-                                                                          RemoteFrame]:
+    def _open(self, seed: int | None, image: np.ndarray | None,
+              clip: bytes | None = None) -> tuple[WorldClient, dict, RemoteFrame]:
         """Connect, open a session and read its first frame (the client is closed on error)."""
         client = self._connect()
         try:
             info = client.open(self.engine, seed=seed, height=self.height, width=self.width,
-                               image=image)
+                               image=image, clip=clip)
             first = client.frame()
         except BaseException:
             client.abort()
             raise
         return client, info, first
 
-    def reset(self, seed: int | None = None, image: np.ndarray | None = None) -> Chunk:
+    def reset(self, seed: int | None = None, image: np.ndarray | None = None,
+              clip: Sequence[np.ndarray] | None = None) -> Chunk:
         """Open a new session on the service (a running one is closed first).
+
+        A ``clip`` (RGB frames, oldest first) is sent as a lossless animated PNG; the service's
+        engine starts from its last frame and, where it has a memory, keeps it as history.
 
         Raises
         ------
         WorldError
-            If the service cannot be reached, refuses the token or cannot open the world.
+            If both an image and a clip are given, or the service cannot be reached, refuses
+            the token or cannot open the world.
         """
+        frames = check_start(image, clip)
+        upload = clip_png(frames) if frames is not None else None
         self.close()
         try:
-            client, info, first = self._open(seed, image)
+            client, info, first = self._open(seed, image, upload)
         except Refused as err:
             raise WorldError(self._refusal(err)) from None
         except ConnectionLost as err:

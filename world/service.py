@@ -9,7 +9,8 @@ The client sends JSON text messages:
 
 - ``{"type": "open", "engine": "sandbox", "seed": 3, "height": 64, "width": 64}`` opens the
   session. Optional fields: ``"image"`` (base64 of a PNG/JPEG... start picture), ``"clip"``
-  (base64 of an animated GIF/PNG/WebP or multi-page TIFF; the world starts from its last frame),
+  (base64 of an animated GIF/PNG/WebP or multi-page TIFF; the world starts from its last frame
+  and an MVDT or Wan world keeps the frames as its history),
   ``"format"`` (``"raw"``, the default, or ``"png"``: how frames are sent), ``"pace"`` (true,
   the default: frames leave at the world's frame rate; false: as fast as the engine generates
   them), ``"frame_rate"`` (frames per second of world time) and ``"frames_per_step"``
@@ -367,6 +368,7 @@ class OpenRequest:
     height: int = 64
     width: int = 64
     image: np.ndarray | None = None
+    clip: list[np.ndarray] | None = None
     clip_frames: int = 0
     format: str = "raw"
     pace: bool = True
@@ -419,7 +421,7 @@ def parse_open(msg: dict, config: ServiceConfig) -> OpenRequest:
         req.image = decode_image(_b64(msg["image"], "image", config.max_upload_bytes))
     elif msg.get("clip") is not None:
         frames = decode_clip(_b64(msg["clip"], "clip", config.max_upload_bytes))
-        req.image, req.clip_frames = frames[-1], len(frames)
+        req.clip, req.clip_frames = frames, len(frames)
     return req
 
 
@@ -957,7 +959,7 @@ class WorldService:
         engine = make_world(req.engine, checkpoint=self.config.checkpoint
                             if req.engine == "mvdt" else None, **kwargs)
         try:
-            first = engine.reset(seed=req.seed, image=req.image)
+            first = engine.reset(seed=req.seed, image=req.image, clip=req.clip)
         except Exception:
             engine.close()
             raise

@@ -1,6 +1,7 @@
 """``MVDTWorld``: the MVDT video model behind the :class:`~world.base.WorldEngine` interface.
 
-A world starts from any RGB image (resized and centre-cropped to the model's resolution) or from
+A world starts from any RGB image (resized and centre-cropped to the model's resolution), from
+a video clip (its frames become the compressed history, the last one is shown first) or from
 a sandbox scene seed (its first frame is rendered by the procedural sandbox), then each
 ``step(action)`` samples the next chunk conditioned on the bounded, compressed history. The
 poses returned are the ones the action asks for (``control.motion.apply_action``), since a
@@ -21,7 +22,7 @@ from PIL import Image
 
 from control.actions import IDLE, Action, ActionError, parse_action
 from control.motion import CameraState, MotionStep, apply_action
-from world.base import Chunk, WorldEngine, WorldError, check_resolution
+from world.base import Chunk, WorldEngine, WorldError, check_resolution, check_start
 from world.images import fit_image as prepare_image  # the name this package always exported
 from world.mvdt.cache import ResidualCache
 from world.mvdt.checkpoint import DEFAULT_CHECKPOINT
@@ -218,27 +219,46 @@ class MVDTWorld(WorldEngine):
         """Tokens of the history context the next step will use (bounded)."""
         return history_token_count(len(self.history), self.config) if self._started else 0
 
-    def reset(self, seed: int | None = None, image: Any = None) -> Chunk:
-        """Start from ``image`` (any size/mode) or from sandbox scene ``seed``."""
+    def reset(self, seed: int | None = None, image: Any = None, clip: Any = None) -> Chunk:
+        """Start from ``image`` (any size/mode), a ``clip`` or sandbox scene ``seed``.
+
+        A clip (frames oldest first, each fitted like an image) is encoded whole and becomes
+        the history: its first frame is the history's fine-kernel first frame, later ones are
+        compressed by :func:`~world.mvdt.memory.history_plan` as a long run's would be, and
+        frames beyond the plan's reach are dropped. The clip's last frame is the first frame
+        shown and the camera starts at the origin there. With a codec of temporal stride
+        ``s > 1`` the oldest frames are trimmed to ``1 + s * k`` so the clip encodes whole.
+        """
+        frames = check_start(image, clip)
         seed = self.seed if seed is None else int(seed)
         mh, mw = self.model_height, self.model_width
-        if image is not None:
-            frame, source = prepare_image(image, mh, mw), "image"
+        if frames is not None:
+            stride = max(int(self.config.frames_per_latent), 1)
+            frames = frames[(len(frames) - 1) % stride:]  # 1 + stride * k frames, newest kept
+            video = np.stack([prepare_image(f, mh, mw) for f in frames])
+            source = "clip"
+        elif image is not None:
+            video, source = prepare_image(image, mh, mw)[None], "image"
         else:
             frame, source = sandbox_first_frame(seed, mh, mw)
-            frame = prepare_image(frame, mh, mw)
-        latents = self.codec.encode(frame[None])
+            video = prepare_image(frame, mh, mw)[None]
+        latents = self.codec.encode(video)
         self.history.reset(latents.to(self.model.device, torch.float32))
+        frame = video[-1]
         if self.warp_memory is not None:
+            # Clip frames have no known camera: the warp starts from the shown (last) frame.
             self.warp_memory.reset(frame[None], [CameraState()])
         self._generator = torch.Generator().manual_seed(seed)
         self._state = CameraState()
         self._frame_index = 0
         self._started = True
+        info = {"source": source, "seed": seed}
+        if frames is not None:
+            info.update(clip_frames=len(video), history_frames=len(self.history))
         return Chunk(
             frames=self._display(frame[None]), timestamps=np.zeros(1),
             poses=self._state.pose()[None],
-            action=IDLE, info={"source": source, "seed": seed},
+            action=IDLE, info=info,
         )
 
     def step(self, action: Action | str) -> Chunk:

@@ -28,7 +28,7 @@ import numpy as np
 
 from control.actions import IDLE, Action, parse_action
 from control.motion import CameraState, MotionStep, apply_action, translation_delta
-from world.base import Chunk, WorldEngine, WorldError, check_resolution
+from world.base import Chunk, WorldEngine, WorldError, check_resolution, check_start
 from world.images import load_image
 from world.sandbox.render import SandboxRenderer
 from world.sandbox.scene import SandboxScene, generate_scene
@@ -185,7 +185,7 @@ class SandboxWorld(WorldEngine):
         self._state = self._scene.spawn
         self._frame = 0
 
-    def reset(self, seed: int | None = None, image=None) -> Chunk:
+    def reset(self, seed: int | None = None, image=None, clip=None) -> Chunk:
         """Start a new walk; returns the first frame (timestamp 0).
 
         Parameters
@@ -199,12 +199,18 @@ class SandboxWorld(WorldEngine):
             instead the scene seed is derived from the image bytes (unless ``seed`` is also
             given) and the buildings' and sky's palette is pulled towards the image's dominant
             colours, so the same image always gives the same, image-coloured city.
+        clip : sequence of frames, optional
+            A start video: the walk starts from its last frame, exactly as ``image=clip[-1]``.
+            The sandbox has no memory of past frames, so the earlier frames are not used.
 
         Raises
         ------
         WorldError
-            For a negative or non-integer seed or an invalid image.
+            For a negative or non-integer seed, an invalid image, or both an image and a clip.
         """
+        frames = check_start(image, clip)
+        if frames is not None:
+            image = frames[-1]
         tint = None
         if image is not None:
             # Not resized to the frame size: the same picture gives the same city at any

@@ -11,10 +11,20 @@ known frames enter depends on the transformer's input channels:
   with a 4-channel mask and the context latents concatenated (Wan 2.1 I2V); the CLIP image
   tokens are zeros unless given (``image_embeds``), since no CLIP encoder is loaded here.
 
-New latents are decoded together with the last context latent (the VAE is causal in time) and
-that frame's picture is dropped, so a chunk is ``4 * chunk_latent_frames`` frames. Runs in
-bfloat16 on CUDA, float32 on the CPU. This is the plain Wan path; Yume's history compression,
-samplers and caching live in the MVDT engine.
+The context is Yume's compressed history by default (``history="compressed"``,
+:mod:`world.wan.history`): the first latent frame at full resolution, the newest ones too, older
+ones patchified with larger kernels interpolated from the transformer's ``patch_embedding``, by
+the MVDT's own plan (:func:`world.mvdt.memory.history_plan`), so the token count is bounded
+however long the world runs. There the I2V history's noisy channels carry the history re-noised
+to the current level (its mask and condition channels the clean latents), as in Yume.
+``history="recent"`` is the plain Wan path kept as the baseline: only the newest
+``context_latent_frames`` latents, dense, through diffusers' own forward.
+
+A world starts from an image, a clip (its frames, VAE-encoded together, become the history) or,
+for the 5B (TI2V) family with a prompt embedding available, from text alone. New latents are
+decoded together with the last context latent (the VAE is causal in time) and that frame's
+picture is dropped, so a chunk is ``4 * chunk_latent_frames`` frames. Runs in bfloat16 on CUDA,
+float32 on the CPU. Yume's samplers and caching live in the MVDT engine only.
 """
 
 from __future__ import annotations
@@ -29,8 +39,9 @@ import torch
 
 from control.actions import IDLE, Action, ActionError, action_prompt, parse_action
 from control.motion import CameraState, MotionStep, apply_action
-from world.base import Chunk, WorldEngine, WorldError, check_resolution
+from world.base import Chunk, WorldEngine, WorldError, check_resolution, check_start
 from world.images import fit_image
+from world.wan.history import WanHistory, history_config, token_velocity
 from world.wan.loading import load_transformer, load_vae
 from world.wan.prompts import make_prompt_encoder
 
@@ -97,7 +108,17 @@ class WanWorld(WorldEngine):
     chunk_latent_frames : int
         Latent frames generated per step (4 frames each).
     context_latent_frames : int
-        Newest latent frames the next chunk is conditioned on.
+        Newest latent frames the next chunk is conditioned on (``history="recent"`` only).
+    history : {"compressed", "recent"}
+        Yume's bounded compressed history (default) or the newest ``context_latent_frames``
+        latents only (the plain Wan baseline).
+    history_schedule : list of [count, kernel], optional
+        Compression table, newest first, in latent pixels (default: Yume's, see
+        :func:`world.mvdt.config.default_history_schedule`); frames beyond it are dropped,
+        the first frame is always kept at the base patch.
+    prompt : str, optional
+        A scene text: :meth:`reset` without image or clip generates the first frame from it
+        (5B / TI2V family, with a text encoder or a prompt cache that holds the text).
     template : {"5b", "14b"}, optional
         Yume prompt template; default by the family (5B: "5b", I2V: "14b").
     text_encoder, prompt_cache : path, optional
@@ -123,6 +144,9 @@ class WanWorld(WorldEngine):
         guidance_scale: float = 1.0,
         chunk_latent_frames: int = 1,
         context_latent_frames: int = 2,
+        history: str = "compressed",
+        history_schedule: list[list[int]] | None = None,
+        prompt: str | None = None,
         template: str | None = None,
         text_encoder: str | Path | None = None,
         prompt_cache: str | Path | None = None,
@@ -194,9 +218,17 @@ class WanWorld(WorldEngine):
                                  else torch.zeros(1, CLIP_TOKENS, int(c.image_dim)))
         else:
             self.image_embeds = None
+        if history not in ("compressed", "recent"):
+            raise WorldError(f"history must be 'compressed' or 'recent', not {history!r}.")
+        self.history_mode = history
+        s = self.codec.spatial
+        self.memory = WanHistory(history_config(
+            self.height // s, self.width // s, self.codec.channels,
+            (int(c.patch_size[1]), int(c.patch_size[2])), history_schedule))
+        self.prompt = prompt
         self.seed = int(seed)
         self._generator = torch.Generator().manual_seed(self.seed)
-        self._history: torch.Tensor | None = None
+        self._history: torch.Tensor | None = None  # history="recent": the newest latents
         self._state = CameraState()
         self._frame_index = 0
 
@@ -252,28 +284,127 @@ class WanWorld(WorldEngine):
                 x[:, :, :fc] = context
         return x[:, :, fc:], source
 
+    @torch.no_grad()
+    def _sample_tokens(self, history: torch.Tensor | None, prompt: str, frames: int
+                       ) -> tuple[torch.Tensor, str]:
+        """``frames`` new latent frames after the compressed ``history`` ``(1, C, n, h, w)``
+        (None: from the prompt alone), through :func:`world.wan.history.token_velocity`."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=self.shift)
+        scheduler.set_timesteps(self.num_steps)
+        z, s = self.codec.channels, self.codec.spatial
+        x = torch.randn((1, z, frames, self.height // s, self.width // s),
+                        generator=self._generator)
+        text, source = self._embed(prompt)
+        uncond = self._embed(self.negative_prompt)[0] if self.guidance_scale != 1.0 else None
+        concat = self.conditioning == "concat"
+        tokens = None
+        if history is not None and not concat:
+            tokens = self.memory.embed(self.transformer, history)  # clean, the same each step
+        if history is not None and concat:
+            noise = torch.randn(history.shape, generator=self._generator)
+            ones = torch.ones(1, 4, *history.shape[2:])
+        image = self.image_embeds if concat else None
+        for i, t in enumerate(scheduler.timesteps):
+            if concat:
+                if history is not None:
+                    sigma = float(scheduler.sigmas[i])
+                    noisy = (1.0 - sigma) * history + sigma * noise
+                    tokens = self.memory.embed(self.transformer,
+                                               torch.cat([noisy, ones, history], dim=1))
+                chunk = torch.cat([x, torch.zeros(1, 4, *x.shape[2:]), torch.zeros_like(x)], 1)
+            else:
+                chunk = x
+            # TI2V: the history is clean (timestep 0); I2V: one timestep, the mask says clean.
+            kw = {"history_timestep": None if concat else 0.0, "image": image}
+            v = token_velocity(self.transformer, tokens, chunk, float(t), text, **kw).float()
+            if uncond is not None:
+                v_u = token_velocity(self.transformer, tokens, chunk, float(t), uncond,
+                                     **kw).float()
+                v = v_u + self.guidance_scale * (v - v_u)
+            v = v.cpu()
+            x = scheduler.step(v, t, x).prev_sample
+        return x, source
+
+    def _text_start(self, prompt: str) -> tuple[np.ndarray, torch.Tensor]:
+        """The first frame and its latent, generated from ``prompt`` with no image context."""
+        if self.conditioning == "concat":
+            raise WorldError("This Wan 2.1 I2V transformer needs a start image or clip and "
+                             "cannot start from text alone; pass image= or clip=, or use a "
+                             "5B (TI2V) checkpoint.")
+        if self.prompts.encode(prompt)[1] == "zeros":
+            raise WorldError("Starting from text needs a text encoder or a prompt cache that "
+                             "holds this prompt; give the checkpoint a text_encoder/ folder or "
+                             "a prompt_embeds.safetensors with it.")
+        latent, _ = self._sample_tokens(None, prompt, 1)
+        return self.codec.decode(latent)[-1], latent
+
     # ------------------------------------------------------------------ WorldEngine
     @property
     def pose(self) -> np.ndarray:
         return self._state.pose()
 
-    def reset(self, seed: int | None = None, image: Any = None) -> Chunk:
-        """Start from ``image`` (any size; centre-cropped) or from sandbox scene ``seed``."""
+    @property
+    def history_tokens(self) -> int:
+        """Tokens of the history context the next step uses (bounded when compressed)."""
+        if self.history_mode == "recent":
+            if self._history is None:
+                return 0
+            c = self.transformer.config
+            n = min(self._history.shape[2], self.context_latent_frames)
+            return n * (self._history.shape[3] // c.patch_size[1]) * (
+                self._history.shape[4] // c.patch_size[2])
+        return self.memory.tokens() if self.memory.started else 0
+
+    def reset(self, seed: int | None = None, image: Any = None, clip: Any = None,
+              prompt: str | None = None) -> Chunk:
+        """Start from ``image``, a ``clip``, a text ``prompt`` or sandbox scene ``seed``.
+
+        Images and clip frames are centre-cropped to the world's size. A clip's frames are
+        VAE-encoded together (causal in time; the oldest are trimmed to ``1 + 4k`` frames) and
+        become the history; its last frame is the first frame shown, the camera at the origin.
+        Without image or clip, ``prompt`` (default: the constructor's) generates the first
+        frame from text alone; without a prompt the first frame is the sandbox's for ``seed``.
+
+        Raises
+        ------
+        WorldError
+            For both an image and a clip, a text start this family or prompt source cannot do.
+        """
+        frames = check_start(image, clip)
         seed = self.seed if seed is None else int(seed)
-        if image is not None:
-            frame, source = fit_image(image, self.height, self.width), "image"
+        self._generator = torch.Generator().manual_seed(seed)
+        prompt = self.prompt if prompt is None else prompt
+        info: dict[str, Any] = {"seed": seed}
+        if frames is not None:
+            stride = self.codec.temporal
+            frames = frames[(len(frames) - 1) % stride:]  # 1 + 4k frames, the newest kept
+            video = np.stack([fit_image(f, self.height, self.width) for f in frames])
+            latents, source = self.codec.encode(video), "clip"
+            info["clip_frames"] = len(video)
+        elif image is not None:
+            video, source = fit_image(image, self.height, self.width)[None], "image"
+            latents = self.codec.encode(video)
+        elif prompt:
+            frame, latents = self._text_start(prompt)
+            video, source = frame[None], "text"
+            info["prompt"] = prompt
         else:
             from world.mvdt.engine import sandbox_first_frame  # the same seeded first frames
 
             frame, source = sandbox_first_frame(seed, self.height, self.width)
-            frame = fit_image(frame, self.height, self.width)
-        self._history = self.codec.encode(frame[None])
-        self._generator = torch.Generator().manual_seed(seed)
+            video = fit_image(frame, self.height, self.width)[None]
+            latents = self.codec.encode(video)
+        self._history = latents
+        self.memory.reset(latents)
+        info.update(source=source, history_frames=int(latents.shape[2]
+                                                      if self.history_mode == "recent"
+                                                      else len(self.memory)))
         self._state = CameraState()
         self._frame_index = 0
-        return Chunk(frames=frame[None].copy(), timestamps=np.zeros(1),
-                     poses=self._state.pose()[None], action=IDLE,
-                     info={"source": source, "seed": seed})
+        return Chunk(frames=video[-1:].copy(), timestamps=np.zeros(1),
+                     poses=self._state.pose()[None], action=IDLE, info=info)
 
     def step(self, action: Action | str) -> Chunk:
         """Generate the next ``frames_per_step`` frames under ``action``."""
@@ -288,13 +419,22 @@ class WanWorld(WorldEngine):
         if self._history is None:
             self.reset()
         t0 = time.perf_counter()
-        context = self._history[:, :, -self.context_latent_frames:]
         prompt = action_prompt(action, self.template)
-        latents, source = self._sample(context, prompt)
+        tokens = self.history_tokens
+        if self.history_mode == "recent":
+            context = self._history[:, :, -self.context_latent_frames:]
+            latents, source = self._sample(context, prompt)
+            last, slots = context[:, :, -1:], int(context.shape[2])
+            self._history = torch.cat([self._history, latents], dim=2)[
+                :, :, -self.context_latent_frames:]
+        else:
+            slots, last = self.memory.slots(), self.memory.last
+            latents, source = self._sample_tokens(self.memory.latents(), prompt,
+                                                  self.chunk_latent_frames)
+            self.memory.append(latents)
+            self._history = latents
         # Decode with the last known latent in front (causal VAE), then drop its picture.
-        frames = self.codec.decode(torch.cat([context[:, :, -1:], latents], dim=2))[1:]
-        self._history = torch.cat([self._history, latents], dim=2)[
-            :, :, -self.context_latent_frames:]
+        frames = self.codec.decode(torch.cat([last, latents], dim=2))[1:]
         poses, stamps = [], []
         for _ in range(len(frames)):
             self._state = apply_action(self._state, action, self.motion)
@@ -304,7 +444,7 @@ class WanWorld(WorldEngine):
         info = {"generation_time": time.perf_counter() - t0, "prompt": prompt,
                 "prompt_source": source, "model_evals": self.num_steps * (
                     2 if self.guidance_scale != 1.0 else 1),
-                "context_latent_frames": int(context.shape[2]),
-                "conditioning": self.conditioning}
+                "context_latent_frames": slots, "history_tokens": tokens,
+                "history": self.history_mode, "conditioning": self.conditioning}
         return Chunk(frames=frames, timestamps=np.asarray(stamps), poses=np.stack(poses),
                      action=action, info=info)
