@@ -8,7 +8,8 @@
 - :mod:`world.wan.prompts`: prompt embeddings from a local umT5 folder (needs ``transformers``),
   a cache file, or zeros;
 - :mod:`world.wan.history`: Yume's compressed history (the MVDT's plan) for a diffusers Wan
-  transformer, run token by token through the transformer's own parts;
+  transformer, run token by token through the transformer's own parts (Yume's trained history
+  convolutions where a checkpoint carries them, residual caching of chosen blocks);
 - :mod:`world.wan.engine`: :class:`WanWorld`, the pair behind the world-engine interface
   (``make_world("wan", checkpoint=DIR)``).
 

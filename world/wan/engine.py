@@ -1,7 +1,8 @@
 """``WanWorld``: a Wan/Yume transformer + VAE behind the :class:`~world.base.WorldEngine` interface.
 
-Each ``step(action)`` generates the next chunk from the last latent frames with a few-step
-flow-matching sampler (diffusers' ``FlowMatchEulerDiscreteScheduler``), conditioned on the
+Each ``step(action)`` generates the next chunk from the last latent frames with one of the MVDT
+engine's flow-matching samplers (:mod:`world.mvdt.samplers`: Euler by default, Yume's TTS-SDE
+and AAM), run on the transformer's velocity (timestep ``1000 sigma``), conditioned on the
 action's Yume prompt (:func:`control.actions.action_prompt`, the template of the family). How the
 known frames enter depends on the transformer's input channels:
 
@@ -24,7 +25,19 @@ A world starts from an image, a clip (its frames, VAE-encoded together, become t
 for the 5B (TI2V) family with a prompt embedding available, from text alone. New latents are
 decoded together with the last context latent (the VAE is causal in time) and that frame's
 picture is dropped, so a chunk is ``4 * chunk_latent_frames`` frames. Runs in bfloat16 on CUDA,
-float32 on the CPU. Yume's samplers and caching live in the MVDT engine only.
+float32 on the CPU.
+
+Sampling and caching are the MVDT engine's objects, not copies: the sampler sees only a velocity
+function, so every sampler of :data:`world.mvdt.samplers.SAMPLERS` works here, chosen as for
+:class:`~world.mvdt.engine.MVDTWorld` (argument, else the checkpoint folder's ``sampler.json``,
+else Euler). Its schedule is the MVDT's (:func:`~world.mvdt.samplers.shifted_sigmas`, linear
+from 1 to 0 then shifted), not diffusers' ``FlowMatchEulerDiscreteScheduler`` this engine used
+before, whose last steps stop short of 0 (e.g. 4 steps, shift 5: 1, .91, .72, .02 there against
+1, .94, .83, .63 here). Classifier-free guidance pushes away from the negative prompt
+(``negative="null"``) or from the same action without its translation key (``"still"``,
+:func:`world.mvdt.pipeline.negative_actions`). On the compressed path the blocks are run by
+:func:`world.wan.history.token_velocity`, so a :class:`~world.mvdt.cache.ResidualCache` can reuse
+the residuals of chosen blocks across sampler steps (``cache_blocks``, ``cache_reuse``).
 """
 
 from __future__ import annotations
@@ -41,6 +54,10 @@ from control.actions import IDLE, Action, ActionError, action_prompt, parse_acti
 from control.motion import CameraState, MotionStep, apply_action
 from world.base import Chunk, WorldEngine, WorldError, check_resolution, check_start
 from world.images import fit_image
+from world.mvdt.cache import ResidualCache
+from world.mvdt.engine import read_sampler_spec
+from world.mvdt.pipeline import negative_actions
+from world.mvdt.samplers import Sampler, get_sampler
 from world.wan.history import WanHistory, history_config, token_velocity
 from world.wan.loading import load_transformer, load_vae
 from world.wan.prompts import make_prompt_encoder
@@ -101,10 +118,29 @@ class WanWorld(WorldEngine):
         ``prompt_embeds.safetensors``. Not needed when ``transformer`` and ``vae`` are given.
     transformer, vae : diffusers models, optional
         In-memory models (tests, benchmarks).
+    extras : dict, optional
+        Yume's extra weights of an in-memory ``transformer`` (original names, as
+        :func:`world.wan.loading.load_transformer` returns them); a checkpoint's are loaded.
     height, width : int, optional
         Generation size in pixels, a multiple of the VAE's compression x 2; default 704x1280
         (5B) or 544x960 (14B I2V).
-    num_steps, shift, guidance_scale : sampler settings (Euler flow matching; CFG off at 1).
+    sampler : str or Sampler, optional
+        ``"euler"``, ``"tts-sde"`` or ``"aam"`` (:func:`world.mvdt.samplers.get_sampler`) or an
+        instance; default from the checkpoint folder's ``sampler.json`` if present, else Euler
+        (whose parameters apply only when its sampler is the one used).
+    sampler_params : dict, optional
+        Sampler parameters (``eta``, ``steps_replaced``, ``guidance_interval`` ...); they win
+        over ``num_steps``/``shift``/``guidance_scale`` and ``sampler.json``.
+    num_steps, shift, guidance_scale : int, float, float, optional
+        Shortcuts for those sampler parameters; defaults (when neither they nor
+        ``sampler.json`` set them) 4 steps, shift 5, guidance 1 (CFG off, one call a step).
+    negative : {"null", "still"}, optional
+        What guidance pushes away from: ``negative_prompt`` or the action without its
+        translation key; default from ``sampler.json``, else ``"null"``.
+    cache_blocks, cache_reuse : sequence of int, int
+        Residual caching (:class:`world.mvdt.cache.ResidualCache`): indices into
+        ``transformer.blocks`` whose residual is reused for ``cache_reuse`` calls after each
+        computed one (0 = off); compressed history only.
     chunk_latent_frames : int
         Latent frames generated per step (4 frames each).
     context_latent_frames : int
@@ -137,11 +173,17 @@ class WanWorld(WorldEngine):
         *,
         transformer=None,
         vae=None,
+        extras: dict[str, torch.Tensor] | None = None,
         height: int | None = None,
         width: int | None = None,
-        num_steps: int = 4,
-        shift: float = 5.0,
-        guidance_scale: float = 1.0,
+        sampler: str | Sampler | None = None,
+        sampler_params: dict[str, Any] | None = None,
+        num_steps: int | None = None,
+        shift: float | None = None,
+        guidance_scale: float | None = None,
+        negative: str | None = None,
+        cache_blocks: tuple[int, ...] | list[int] = (),
+        cache_reuse: int = 0,
         chunk_latent_frames: int = 1,
         context_latent_frames: int = 2,
         history: str = "compressed",
@@ -171,7 +213,7 @@ class WanWorld(WorldEngine):
                 transformer, self.extras = loaded.model, loaded.extras
             if vae is None:
                 vae = load_vae(checkpoint, dtype=self.dtype, device=self.device)
-        self.extras = getattr(self, "extras", {})
+        self.extras = dict(extras or getattr(self, "extras", {}))
         self.transformer = transformer.eval()
         self.codec = WanVAECodec(vae.eval(), self.dtype)
         c, z = transformer.config, self.codec.channels
@@ -193,11 +235,12 @@ class WanWorld(WorldEngine):
             h, w = (max(grid, v // grid * grid) for v in (self.height, self.width))
             raise WorldError(f"{self.height}x{self.width} is not a multiple of {grid} pixels, "
                              f"which this model's VAE and patches need; choose e.g. {h}x{w}.")
-        if int(num_steps) < 1 or int(chunk_latent_frames) < 1 or int(context_latent_frames) < 1:
-            raise WorldError("num_steps, chunk_latent_frames and context_latent_frames must be "
-                             "at least 1.")
-        self.num_steps, self.shift = int(num_steps), float(shift)
-        self.guidance_scale = float(guidance_scale)
+        if int(chunk_latent_frames) < 1 or int(context_latent_frames) < 1:
+            raise WorldError("chunk_latent_frames and context_latent_frames must be at least 1.")
+        self.sampler, self.negative = self._make_sampler(
+            checkpoint, sampler, sampler_params, num_steps, shift, guidance_scale, negative)
+        self.num_steps, self.shift = self.sampler.num_steps, self.sampler.shift
+        self.guidance_scale = self.sampler.guidance_scale
         self.chunk_latent_frames = int(chunk_latent_frames)
         self.context_latent_frames = int(context_latent_frames)
         self.frames_per_step = self.codec.temporal * self.chunk_latent_frames
@@ -225,6 +268,11 @@ class WanWorld(WorldEngine):
         self.memory = WanHistory(history_config(
             self.height // s, self.width // s, self.codec.channels,
             (int(c.patch_size[1]), int(c.patch_size[2])), history_schedule))
+        self.trained_kernels = self.memory.use_trained(self.extras, transformer)
+        if self.trained_kernels:
+            logger.info("history kernels %s from the checkpoint's trained convolutions",
+                        self.trained_kernels)
+        self.cache = self._make_cache(cache_blocks, cache_reuse)
         self.prompt = prompt
         self.seed = int(seed)
         self._generator = torch.Generator().manual_seed(self.seed)
@@ -233,6 +281,47 @@ class WanWorld(WorldEngine):
         self._frame_index = 0
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _make_sampler(checkpoint, sampler, sampler_params, num_steps, shift, guidance_scale,
+                      negative) -> tuple[Sampler, str]:
+        """The sampler and guidance negative, by precedence: ``sampler_params``, the
+        ``num_steps``/``shift``/``guidance_scale`` shortcuts, ``sampler.json``, Wan defaults."""
+        folder = Path(checkpoint) if checkpoint is not None else None
+        name, spec, spec_negative = read_sampler_spec(folder if folder is not None
+                                                      and folder.is_dir() else None)
+        if sampler is not None and (isinstance(sampler, Sampler)
+                                    or str(sampler).lower() != name.lower()):
+            spec = {}  # the spec's parameters belong to its own sampler
+        params: dict[str, Any] = {"num_steps": 4, "shift": 5.0, "guidance_scale": 1.0, **spec}
+        shortcuts = {"num_steps": num_steps, "shift": shift, "guidance_scale": guidance_scale}
+        params.update({k: v for k, v in shortcuts.items() if v is not None})
+        params.update(sampler_params or {})
+        chosen = get_sampler(sampler if sampler is not None else name, **params)
+        negative = negative or spec_negative
+        negative_actions([], negative)  # an unknown name fails here, not at the first step
+        return chosen, negative
+
+    def _make_cache(self, blocks, reuse: int) -> ResidualCache | None:
+        if not reuse or not len(blocks):
+            return None
+        if self.history_mode != "compressed":
+            raise WorldError("Residual caching runs on the compressed history's token path; "
+                             "use history='compressed' or leave cache_reuse at 0.")
+        n = len(self.transformer.blocks)
+        bad = [int(b) for b in blocks if not 0 <= int(b) < n]
+        if bad:
+            raise WorldError(f"cache_blocks {bad} are not blocks of this transformer; use "
+                             f"indices 0..{n - 1}.")
+        try:
+            return ResidualCache(blocks, reuse)
+        except ValueError as err:
+            raise WorldError(f"{err} Pass cache_reuse=0 to turn caching off.") from err
+
+    def _negative_prompt(self, action: Action | None) -> str:
+        """The text guidance pushes away from for ``action`` (see ``negative``)."""
+        neg = negative_actions([action], self.negative)[0] if action is not None else None
+        return self.negative_prompt if neg is None else action_prompt(neg, self.template)
+
     def _embed(self, text: str) -> tuple[torch.Tensor, str]:
         emb, source = self.prompts.encode(text)
         return emb.unsqueeze(0).to(self.device, self.dtype), source
@@ -261,43 +350,46 @@ class WanWorld(WorldEngine):
                                encoder_hidden_states=text, return_dict=False, **kwargs)[0]
         return out.float().cpu()
 
-    @torch.no_grad()
-    def _sample(self, context: torch.Tensor, prompt: str) -> tuple[torch.Tensor, str]:
-        from diffusers import FlowMatchEulerDiscreteScheduler
+    def _texts(self, prompt: str, negative: str) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                          str]:
+        text, source = self._embed(prompt)
+        uncond = self._embed(negative)[0] if self.sampler.guidance_scale != 1.0 else None
+        return text, uncond, source
 
-        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=self.shift)
-        scheduler.set_timesteps(self.num_steps)
+    @torch.no_grad()
+    def _sample(self, context: torch.Tensor, prompt: str, negative: str
+                ) -> tuple[torch.Tensor, str]:
+        """The next chunk after the dense ``context`` through diffusers' forward (baseline)."""
         fc = context.shape[2]
         shape = (1, context.shape[1], fc + self.chunk_latent_frames, *context.shape[3:])
-        x = torch.randn(shape, generator=self._generator)
+        noise = torch.randn(shape, generator=self._generator)
+        text, uncond, source = self._texts(prompt, negative)
         if self.conditioning == "expand":
-            x[:, :, :fc] = context
-        text, source = self._embed(prompt)
-        uncond = self._embed(self.negative_prompt)[0] if self.guidance_scale != 1.0 else None
-        for t in scheduler.timesteps:
-            v = self._velocity(x, float(t), context, text)
-            if uncond is not None:
-                v_u = self._velocity(x, float(t), context, uncond)
-                v = v_u + self.guidance_scale * (v - v_u)
-            x = scheduler.step(v, t, x).prev_sample
-            if self.conditioning == "expand":
-                x[:, :, :fc] = context
-        return x[:, :, fc:], source
+            # Only the chunk is sampled; the context goes in clean each call.
+            def velocity(x: torch.Tensor, sigma: float, emb: torch.Tensor) -> torch.Tensor:
+                full = torch.cat([context, x], dim=2)
+                return self._velocity(full, 1000.0 * sigma, context, emb)[:, :, fc:]
+
+            return self.sampler(velocity, noise[:, :, fc:], text, uncond,
+                                generator=self._generator), source
+
+        # Wan 2.1 I2V denoises every frame; the mask and condition channels carry the context.
+        def velocity(x: torch.Tensor, sigma: float, emb: torch.Tensor) -> torch.Tensor:
+            return self._velocity(x, 1000.0 * sigma, context, emb)
+
+        out = self.sampler(velocity, noise, text, uncond, generator=self._generator)
+        return out[:, :, fc:], source
 
     @torch.no_grad()
-    def _sample_tokens(self, history: torch.Tensor | None, prompt: str, frames: int
-                       ) -> tuple[torch.Tensor, str]:
+    def _sample_tokens(self, history: torch.Tensor | None, prompt: str, frames: int,
+                       negative: str | None = None) -> tuple[torch.Tensor, str]:
         """``frames`` new latent frames after the compressed ``history`` ``(1, C, n, h, w)``
         (None: from the prompt alone), through :func:`world.wan.history.token_velocity`."""
-        from diffusers import FlowMatchEulerDiscreteScheduler
-
-        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=self.shift)
-        scheduler.set_timesteps(self.num_steps)
         z, s = self.codec.channels, self.codec.spatial
         x = torch.randn((1, z, frames, self.height // s, self.width // s),
                         generator=self._generator)
-        text, source = self._embed(prompt)
-        uncond = self._embed(self.negative_prompt)[0] if self.guidance_scale != 1.0 else None
+        text, uncond, source = self._texts(
+            prompt, self.negative_prompt if negative is None else negative)
         concat = self.conditioning == "concat"
         tokens = None
         if history is not None and not concat:
@@ -306,26 +398,41 @@ class WanWorld(WorldEngine):
             noise = torch.randn(history.shape, generator=self._generator)
             ones = torch.ones(1, 4, *history.shape[2:])
         image = self.image_embeds if concat else None
-        for i, t in enumerate(scheduler.timesteps):
+        # TI2V: the history is clean (timestep 0); I2V: one timestep, the mask says clean.
+        kw = {"history_timestep": None if concat else 0.0, "image": image}
+        noisy_at: dict[float, Any] = {}  # I2V: history tokens at the last sigma (cond = uncond)
+        passes = {"cond": -1, "uncond": -1}  # sampling passes begun (AAM makes two)
+        if self.cache is not None:
+            self.cache.reset()
+
+        def cache_call(key: str, sigma: float):
+            # Every pass starts at sigma = 1; a residual from the end of one pass must not stand
+            # in at the start of the next, so each pass keeps its own residuals.
+            if sigma >= 1.0 - 1e-9:
+                passes[key] += 1
+            return self.cache.call(f"{key}/{max(passes[key], 0)}")
+
+        def velocity(x: torch.Tensor, sigma: float, emb: torch.Tensor) -> torch.Tensor:
+            hist = tokens
             if concat:
                 if history is not None:
-                    sigma = float(scheduler.sigmas[i])
-                    noisy = (1.0 - sigma) * history + sigma * noise
-                    tokens = self.memory.embed(self.transformer,
-                                               torch.cat([noisy, ones, history], dim=1))
+                    # Yume's I2V history: re-noised to the current level in the noisy channels.
+                    if sigma not in noisy_at:
+                        noisy = (1.0 - sigma) * history + sigma * noise
+                        noisy_at.clear()
+                        noisy_at[sigma] = self.memory.embed(
+                            self.transformer, torch.cat([noisy, ones, history], dim=1))
+                    hist = noisy_at[sigma]
                 chunk = torch.cat([x, torch.zeros(1, 4, *x.shape[2:]), torch.zeros_like(x)], 1)
             else:
                 chunk = x
-            # TI2V: the history is clean (timestep 0); I2V: one timestep, the mask says clean.
-            kw = {"history_timestep": None if concat else 0.0, "image": image}
-            v = token_velocity(self.transformer, tokens, chunk, float(t), text, **kw).float()
-            if uncond is not None:
-                v_u = token_velocity(self.transformer, tokens, chunk, float(t), uncond,
-                                     **kw).float()
-                v = v_u + self.guidance_scale * (v - v_u)
-            v = v.cpu()
-            x = scheduler.step(v, t, x).prev_sample
-        return x, source
+            call = (None if self.cache is None
+                    else cache_call("cond" if emb is text else "uncond", sigma))
+            v = token_velocity(self.transformer, hist, chunk, 1000.0 * sigma, emb, cache=call,
+                               **kw)
+            return v.float().cpu()
+
+        return self.sampler(velocity, x, text, uncond, generator=self._generator), source
 
     def _text_start(self, prompt: str) -> tuple[np.ndarray, torch.Tensor]:
         """The first frame and its latent, generated from ``prompt`` with no image context."""
@@ -420,17 +527,18 @@ class WanWorld(WorldEngine):
             self.reset()
         t0 = time.perf_counter()
         prompt = action_prompt(action, self.template)
+        negative = self._negative_prompt(action)
         tokens = self.history_tokens
         if self.history_mode == "recent":
             context = self._history[:, :, -self.context_latent_frames:]
-            latents, source = self._sample(context, prompt)
+            latents, source = self._sample(context, prompt, negative)
             last, slots = context[:, :, -1:], int(context.shape[2])
             self._history = torch.cat([self._history, latents], dim=2)[
                 :, :, -self.context_latent_frames:]
         else:
             slots, last = self.memory.slots(), self.memory.last
             latents, source = self._sample_tokens(self.memory.latents(), prompt,
-                                                  self.chunk_latent_frames)
+                                                  self.chunk_latent_frames, negative)
             self.memory.append(latents)
             self._history = latents
         # Decode with the last known latent in front (causal VAE), then drop its picture.
@@ -442,9 +550,13 @@ class WanWorld(WorldEngine):
             poses.append(self._state.pose())
             stamps.append(self._frame_index / self.frame_rate)
         info = {"generation_time": time.perf_counter() - t0, "prompt": prompt,
-                "prompt_source": source, "model_evals": self.num_steps * (
-                    2 if self.guidance_scale != 1.0 else 1),
+                "prompt_source": source, "sampler": self.sampler.name,
+                "model_evals": self.sampler.num_evals,
                 "context_latent_frames": slots, "history_tokens": tokens,
                 "history": self.history_mode, "conditioning": self.conditioning}
+        if self.sampler.guidance_scale != 1.0:
+            info["negative_prompt"] = negative
+        if self.cache is not None:
+            info["cache_skipped"] = self.cache.skipped  # block runs reused in this chunk
         return Chunk(frames=frames, timestamps=np.asarray(stamps), poses=np.stack(poses),
                      action=action, info=info)

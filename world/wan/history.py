@@ -15,6 +15,13 @@ sequence it builds itself:
   frequencies (checked against the transformer's own RoPE tables); history slots take
   temporal indices ``0 .. n-1`` and the chunk continues at ``n``.
 
+Yume's checkpoints carry their own, trained history convolutions (``extras`` of
+:func:`world.wan.loading.load_transformer`); :func:`trained_kernels` reads them and
+:class:`WanHistory` uses them in place of the interpolated kernels of the same size (see
+:func:`trained_kernels` for which name is which kernel); interpolation stays the fallback for
+every other size. :func:`token_velocity` can reuse the residuals of chosen blocks across
+sampler steps (:class:`world.mvdt.cache.ResidualCache`), as the MVDT does.
+
 With a plan that compresses nothing, :func:`token_velocity` gives the numbers of diffusers'
 forward on the dense sequence (tested). The code follows diffusers 0.42's ``WanTransformer3DModel``
 (its attribute names); a diffusers release that renames them fails loudly there.
@@ -22,19 +29,24 @@ forward on the dense sequence (tested). The code follows diffusers 0.42's ``WanT
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
 from world.base import WorldError
+from world.mvdt.cache import CacheCall
 from world.mvdt.config import MVDTConfig, default_history_schedule
 from world.mvdt.memory import (
     HistoryBuffer,
     HistoryTokens,
+    effective_kernel,
     embed_history,
     history_plan,
     history_token_count,
     max_history_tokens,
+    tokens_per_slot,
 )
 
 __all__ = [
@@ -43,9 +55,67 @@ __all__ = [
     "history_config",
     "rope_at",
     "token_velocity",
+    "trained_kernels",
 ]
 
 ROPE_THETA = 10000.0  # diffusers' WanTransformer3DModel builds its RoPE with the default theta
+
+# Yume's history convolutions: ``patch_embedding_{m}x`` patchifies m times the base patch.
+# ``patch_embedding_2x_f`` (channels to channels, Yume 1.5's channel-compressed branch) is no
+# token embedding and does not match.
+_TRAINED_NAME = re.compile(r"^patch_embedding_(\d+)x\.(weight|bias)$")
+
+
+def trained_kernels(extras: Mapping[str, torch.Tensor], transformer
+                    ) -> dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]]:
+    """Yume's trained history convolutions of ``extras``, by kernel size in latent pixels.
+
+    ``patch_embedding_{m}x`` is the ``(1, m ph, m pw)`` convolution, ``(ph, pw)`` the
+    transformer's patch: with Wan's 2x2 patch ``patch_embedding_2x`` is the 4x4 kernel,
+    ``_4x`` 8x8, ``_8x`` 16x16, ``_16x`` 32x32 and ``_32x`` 64x64. ``patch_embedding_2x_f``
+    and every other extra weight are ignored.
+
+    Parameters
+    ----------
+    extras : mapping of str to Tensor
+        Yume's extra weights (original names), as loading returns them.
+    transformer : diffusers.WanTransformer3DModel
+        Supplies the patch, width and input channels the convolutions must have.
+
+    Returns
+    -------
+    dict
+        ``{(kh, kw): (weight (dim, in_channels, 1, kh, kw), bias (dim,) or None)}``, on the
+        patch embedding's device and dtype.
+
+    Raises
+    ------
+    WorldError
+        If a convolution's weight has another shape than this transformer's kernel of its size,
+        or a bias comes without its weight.
+    """
+    base = transformer.patch_embedding.weight
+    d, c, pt, ph, pw = base.shape
+    found: dict[int, dict[str, torch.Tensor]] = {}
+    for name, tensor in extras.items():
+        match = _TRAINED_NAME.match(name)
+        if match:
+            found.setdefault(int(match.group(1)), {})[match.group(2)] = tensor
+    out: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
+    for m, parts in sorted(found.items()):
+        name = f"patch_embedding_{m}x"
+        if "weight" not in parts:
+            raise WorldError(f"{name}.bias comes without {name}.weight; the checkpoint's extra "
+                             "weights are incomplete, restore them from its download.")
+        weight, bias = parts["weight"], parts.get("bias")
+        shape = (d, c, pt, m * ph, m * pw)
+        if tuple(weight.shape) != shape or (bias is not None and tuple(bias.shape) != (d,)):
+            raise WorldError(f"{name}.weight has shape {tuple(weight.shape)}, this transformer's "
+                             f"{m * ph}x{m * pw} history kernel needs {shape}; the extra weights "
+                             "belong to another model.")
+        out[(m * ph, m * pw)] = (weight.to(base.device, base.dtype),
+                                 None if bias is None else bias.to(base.device, base.dtype))
+    return out
 
 
 def history_config(latent_height: int, latent_width: int, latent_channels: int,
@@ -105,7 +175,8 @@ def chunk_positions(start: int, frames: int, height: int, width: int,
 
 def token_velocity(transformer, history: HistoryTokens | None, chunk: torch.Tensor,
                    timestep: float, text: torch.Tensor, *, history_timestep: float | None = 0.0,
-                   image: torch.Tensor | None = None) -> torch.Tensor:
+                   image: torch.Tensor | None = None, cache: CacheCall | None = None
+                   ) -> torch.Tensor:
     """The transformer's output for ``chunk`` given compressed ``history`` tokens in front.
 
     Parameters
@@ -125,6 +196,10 @@ def token_velocity(transformer, history: HistoryTokens | None, chunk: torch.Tens
         condition in the mask/condition channels).
     image : Tensor (1, tokens, image_dim), optional
         CLIP image tokens for an I2V transformer.
+    cache : CacheCall, optional
+        One call of a :class:`world.mvdt.cache.ResidualCache` whose block indices are into
+        ``transformer.blocks``: those blocks either run and store their residual or reuse the
+        stored one (None: every block runs).
 
     Returns
     -------
@@ -158,8 +233,11 @@ def token_velocity(transformer, history: HistoryTokens | None, chunk: torch.Tens
     proj = proj.unflatten(2, (6, -1)) if seq_len is not None else proj.unflatten(1, (6, -1))
     if image_emb is not None:
         text_emb = torch.cat([image_emb, text_emb], dim=1)
-    for block in tr.blocks:
-        x = block(x, text_emb, proj, rotary)
+    for i, block in enumerate(tr.blocks):
+        if cache is None:
+            x = block(x, text_emb, proj, rotary)
+        else:
+            x = cache.apply(i, lambda h, blk=block: blk(h, text_emb, proj, rotary), x)
     if temb.ndim == 3:  # per-token conditioning
         shift, scale = (tr.scale_shift_table.unsqueeze(0) + temb.unsqueeze(2)).chunk(2, dim=2)
         shift, scale = shift.squeeze(2)[:, n_hist:], scale.squeeze(2)[:, n_hist:]
@@ -180,6 +258,13 @@ class WanHistory:
     ----------
     config : MVDTConfig
         From :func:`history_config` (latent grid, patch and schedule).
+
+    Attributes
+    ----------
+    trained : dict
+        Trained kernels by size (:func:`trained_kernels`, set by :meth:`use_trained`); a slot
+        whose kernel, clipped to the frame, has one is embedded with its weight and bias, every
+        other with the base kernel interpolated and the base bias.
     """
 
     config: MVDTConfig
@@ -187,6 +272,16 @@ class WanHistory:
     def __post_init__(self) -> None:
         self.buffer = HistoryBuffer(self.config)
         self._kernels: dict = {}
+        self.trained: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
+
+    def use_trained(self, extras: Mapping[str, torch.Tensor], transformer) -> list[int]:
+        """Embed with Yume's trained convolutions of ``extras`` where they exist.
+
+        Returns the kernel sizes (latent pixels) now taken from trained weights, ascending.
+        """
+        self.trained = trained_kernels(extras, transformer)
+        self._kernels = {k: w for k, (w, _) in self.trained.items()}  # interpolated: on demand
+        return sorted(k for k, _ in self.trained)
 
     def reset(self, latents: torch.Tensor) -> None:
         """Start from ``(1, C, F, h, w)`` latents (a start frame, or an encoded clip)."""
@@ -228,5 +323,23 @@ class WanHistory:
         """Patchify ``inputs`` ``(1, in_channels, n, h, w)`` (this history, in the
         transformer's input channels) with the plan and the transformer's patch embedding."""
         emb = transformer.patch_embedding
-        return embed_history(inputs.to(emb.weight.device, emb.weight.dtype), emb.weight,
-                             emb.bias, self.config, kernel_cache=self._kernels)
+        inputs = inputs.to(emb.weight.device, emb.weight.dtype)
+        # Trained weights sit in the kernel cache, so embed_history picks them by size; it
+        # adds the base bias to every token, corrected here for the trained kernels' slots.
+        out = embed_history(inputs, emb.weight, emb.bias, self.config, kernel_cache=self._kernels)
+        if not self.trained or not len(out):
+            return out
+        h, w = inputs.shape[-2:]
+        patch = (self.config.patch_size[1], self.config.patch_size[2])
+        base = emb.bias if emb.bias is not None else torch.zeros_like(out.tokens[0, 0])
+        deltas = []
+        for slot in history_plan(inputs.shape[2], self.config):
+            n = tokens_per_slot(h, w, slot.kernel, patch)
+            trained = self.trained.get(effective_kernel(slot.kernel, h, w, patch))
+            if trained is None:
+                deltas.append(torch.zeros_like(base).expand(n, -1))
+            else:
+                bias = trained[1] if trained[1] is not None else torch.zeros_like(base)
+                deltas.append((bias - base).expand(n, -1))
+        out.tokens = out.tokens + torch.cat(deltas).to(out.tokens)
+        return out
