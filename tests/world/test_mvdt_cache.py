@@ -69,3 +69,13 @@ def test_block_importance_and_selection(tiny):
     worst = int(torch.argmax(scores))
     assert worst not in chosen
     assert least_important(scores, 0) == []
+
+
+def test_each_aam_pass_keeps_its_own_residuals(tiny):
+    # AAM samples twice from sigma = 1 (a first pass, then the pass that replaces its low
+    # frequencies); the second pass must refresh at its start, not reuse the first pass's end.
+    cache = ResidualCache([0, 1], reuse=1)
+    _generate(tiny, cache, "aam", num_steps=6, guidance_scale=1.0, steps_replaced=2)
+    assert set(cache._stores) == {"cond/0", "cond/1"}
+    # 6 calls per pass, every second one reuses both blocks, in each pass.
+    assert cache.skipped == 2 * 2 * 3

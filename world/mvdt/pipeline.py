@@ -233,13 +233,19 @@ class MVDTPipeline:
         cond = model.encode_actions(actions)
         uncond = (model.encode_actions(negative_actions(actions, self.negative))
                   if self.sampler.guidance_scale != 1.0 else None)
+        passes = {"cond": -1, "uncond": -1}  # sampling passes begun (AAM makes two)
         if self.cache is not None:
             self.cache.reset()
 
         def velocity(x: torch.Tensor, sigma: float, context: torch.Tensor) -> torch.Tensor:
             call = None
             if self.cache is not None:
-                call = self.cache.call("cond" if context is cond else "uncond")
+                key = "cond" if context is cond else "uncond"
+                # Every pass starts at sigma = 1; a residual from the end of one pass must not
+                # stand in at the start of the next, so each pass keeps its own residuals.
+                if sigma >= 1.0 - 1e-9:
+                    passes[key] += 1
+                call = self.cache.call(f"{key}/{max(passes[key], 0)}")
             return model(x, sigma, context, hist, cache=call, warp=warp)
 
         out = self.sampler(velocity, noise, cond, uncond, generator=generator)
