@@ -32,8 +32,13 @@ from threadpoolctl import threadpool_limits
 from calibration.async_training import AsyncConfig, score_grid, train_async
 from calibration.dataset import DatasetError, Recording, epoch_recordings, load_recording
 from calibration.metrics import binomial_summary
-from calibration.pipelines import make_pipeline, pipeline_names
-from calibration.pseudo_online import OperatingPoint, PseudoOnlineScore, mapped_events
+from calibration.pipelines import ASYNC_PIPELINES, make_pipeline, pipeline_names
+from calibration.pseudo_online import (
+    OperatingPoint,
+    PseudoOnlineScore,
+    decode_recording,
+    mapped_events,
+)
 from calibration.training import TrainingConfig, train_decoder
 
 logger = logging.getLogger(__name__)
@@ -69,6 +74,13 @@ class EvaluationConfig:
     pipelines: Sequence[str] | None = None
     target_fa_per_min: float = 1.0
     async_config: AsyncConfig | None = None
+
+    def cue_locked_pipelines(self) -> tuple[str, ...]:
+        """The candidates that decode without a rest class (the asynchronous-only ones, such as
+        ``gated_ts_lr``, are left to the asynchronous decoder)."""
+        names = tuple(n for n in (self.pipelines or pipeline_names("mi"))
+                      if n not in ASYNC_PIPELINES)
+        return names or tuple(pipeline_names("mi"))
 
     def asynchronous(self) -> AsyncConfig:
         base = self.async_config or AsyncConfig()
@@ -118,7 +130,7 @@ def offline_heldout(train: Sequence[Recording], test: Sequence[Recording],
     out = {}
     with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore", category=UserWarning)
-        for name in config.pipelines or pipeline_names("mi"):
+        for name in config.cue_locked_pipelines():
             pred = make_pipeline(name, ep.sfreq, (8.0, 30.0)).fit(ep.X, ep.y).predict(ept.X)
             out[name] = binomial_summary(int(np.sum(pred == ept.y)), len(ept.y), chance)
         pred = reference_ts_lr(train, test, config)
@@ -192,7 +204,7 @@ def evaluate(train: Sequence[str | Path | Recording], test: Sequence[str | Path 
     acfg = config.asynchronous()
     sync = train_decoder(train, TrainingConfig(classes=list(config.classes), tmin=config.tmin,
                                                tmax=config.tmax, label_map=config.label_map,
-                                               pipelines=config.pipelines,
+                                               pipelines=config.cue_locked_pipelines(),
                                                step_s=acfg.step_s), progress=progress)
     default = OperatingPoint()  # what `yume run --decoder` uses without an operating point
     sync_score = _pooled(sync.bundle, test, acfg, [default])[default]
@@ -202,6 +214,7 @@ def evaluate(train: Sequence[str | Path | Recording], test: Sequence[str | Path 
     sweep = [replace(chosen, threshold=float(t)) for t in acfg.thresholds]
     scores = _pooled(asy.bundle, test, acfg, sorted(set(sweep) | {chosen},
                                                     key=lambda p: p.threshold))
+    traces = cue_traces(asy.bundle, test, acfg)
     test_curve = [{"threshold": p.threshold, "hit_rate": s.hit_rate,
                    "wrong_rate": s.wrong_rate, "fa_per_min": s.fa_per_min}
                   for p, s in scores.items()]
@@ -215,7 +228,8 @@ def evaluate(train: Sequence[str | Path | Recording], test: Sequence[str | Path 
                       "meets_target": asy.meets_target,
                       "cv": asy.chosen.to_dict() | {"folds": asy.folds},
                       "score": scores[chosen].to_dict(), "test_curve": test_curve,
-                      "cv_curve": cv_curve, "training_windows": asy.n_windows},
+                      "cv_curve": cv_curve, "training_windows": asy.n_windows,
+                      "traces": traces},
         train=[str(r.path) for r in train], test=[str(r.path) for r in test])
     if out is not None:
         out = Path(out)
@@ -223,7 +237,73 @@ def evaluate(train: Sequence[str | Path | Recording], test: Sequence[str | Path 
         (out / "evaluation.json").write_text(json.dumps(result.to_dict(), indent=2,
                                                         default=float))
         plot_curve(result, out / "curve.png")
+        plot_traces(result, out / "traces.png")
     return result
+
+
+def cue_traces(bundle, test: Sequence[Recording], cfg: AsyncConfig, before_s: float = 1.0,
+               after_s: float = 6.0) -> dict:
+    """The decoder's probabilities around every test cue, by cue class (what a reviewer looks at
+    before believing a hit rate).
+
+    Each decoded window is placed at its end, relative to the onset of the cue it falls after;
+    per cue class and decoder class the median and quartiles over cues are kept on a 0.25 s grid.
+    """
+    grid = np.round(np.arange(-before_s, after_s + 1e-9, cfg.step_s), 6)
+    per: dict[str, list[np.ndarray]] = {}
+    for rec in test:
+        windows = decode_recording(bundle, rec, chunk_s=2.0)
+        t = np.array([w.end_count / bundle.sfreq for w in windows])
+        P = np.array([w.probabilities for w in windows])
+        ev = mapped_events(rec, cfg.label_map)
+        for onset, label in zip(ev["onset"], ev["description"], strict=True):
+            if label not in (*cfg.classes, cfg.rest_label):
+                continue
+            idx = np.searchsorted(t, onset + grid)
+            if idx[-1] >= len(t) or onset - before_s < t[0]:
+                continue  # too close to an end of the recording
+            per.setdefault(str(label), []).append(P[idx])
+    out = {"t_s": grid.tolist(), "classes": list(bundle.classes), "cues": {}}
+    for label, rows in per.items():
+        a = np.stack(rows)  # (cues, times, classes)
+        q = np.percentile(a, [25, 50, 75], axis=0)
+        out["cues"][label] = {"n": len(rows), "q25": q[0].T.tolist(),
+                              "median": q[1].T.tolist(), "q75": q[2].T.tolist()}
+    return out
+
+
+def plot_traces(result: EvaluationResult, path: str | Path) -> Path:
+    """Median (and quartiles) of each class's probability around the test cues, one panel per
+    cue class, with the chosen threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    a = result.asynchronous
+    tr = a["traces"]
+    labels = list(tr["cues"])
+    fig, axes = plt.subplots(1, max(len(labels), 1), figsize=(4.0 * max(len(labels), 1), 3.4),
+                             dpi=100, sharey=True, squeeze=False)
+    t = np.array(tr["t_s"])
+    for ax, label in zip(axes[0], labels, strict=False):
+        block = tr["cues"][label]
+        for k, name in enumerate(tr["classes"]):
+            line, = ax.plot(t, block["median"][k], label=name)
+            ax.fill_between(t, block["q25"][k], block["q75"][k], color=line.get_color(),
+                            alpha=0.15)
+        ax.axvline(0.0, color="k", lw=0.6)
+        ax.axhline(a["point"]["threshold"], color="grey", lw=0.8, ls=":")
+        ax.set_title(f"cue {label} (n = {block['n']})", fontsize=9)
+        ax.set_xlabel("s from cue onset (window end)")
+    axes[0][0].set_ylabel("decoded probability (median, quartiles)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"asynchronous {a['pipeline']} on the test runs; dotted: chosen threshold",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
 
 
 def plot_curve(result: EvaluationResult, path: str | Path) -> Path:

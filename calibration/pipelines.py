@@ -9,7 +9,9 @@ samples, nothing else to reproduce.
 Motor imagery: CSP+LDA, filter-bank CSP+LDA, Riemannian tangent space + logistic regression and
 MDM (covariances with 'oas' shrinkage), and their re-centred variants ``rc_csp_lda``,
 ``rc_ts_lr``, ``rc_mdm`` (:class:`control.recentering.Recenter` after the covariances, so a new
-session or person can be re-centred without labels; see :mod:`calibration.adaptation`). SSVEP:
+session or person can be re-centred without labels; see :mod:`calibration.adaptation`), and for
+asynchronous control ``gated_ts_lr`` (tangent space, then a rest gate times a left/right model,
+:class:`control.estimators.RestGatedClassifier`). SSVEP:
 :class:`CCAClassifier` (standard CCA against sine/cosine references) and its filter-bank
 variant.
 """
@@ -31,6 +33,7 @@ from control.estimators import (
     CCAClassifier,
     FilterBankCCA,
     OASCovariances,
+    RestGatedClassifier,
     SequentialUnion,
 )
 from control.recentering import Recenter
@@ -42,8 +45,11 @@ SSVEP_PIPELINES = ("cca", "fbcca")
 # training mean cancels out), so trying them in `yume train` would only double its time; they
 # pay off when a new session is re-centred (calibration.adaptation).
 RECENTERED_PIPELINES = ("rc_csp_lda", "rc_ts_lr", "rc_mdm")
+# Asynchronous motor imagery only (their training windows hold rest): a rest-vs-movement gate
+# times the movement classifier (control.estimators.RestGatedClassifier).
+ASYNC_PIPELINES = ("gated_ts_lr",)
 PIPELINES = MI_PIPELINES + SSVEP_PIPELINES
-ALL_PIPELINES = PIPELINES + RECENTERED_PIPELINES
+ALL_PIPELINES = PIPELINES + RECENTERED_PIPELINES + ASYNC_PIPELINES
 # Sub-bands of the filter-bank CSP (Ang et al. 2008 used 4 Hz bands from 4 to 40 Hz).
 FBCSP_BANDS = ((8.0, 12.0), (12.0, 16.0), (16.0, 20.0), (20.0, 24.0), (24.0, 30.0))
 
@@ -109,6 +115,11 @@ def make_pipeline(name: str, sfreq: float, band: tuple[float, float] = (8.0, 30.
         steps = [("filter", BandPass(sfreq, l_freq, h_freq)), ("cov", _covariances()),
                  ("ts", TangentSpace(metric="riemann")),
                  ("lr", LogisticRegression(C=1.0, max_iter=1000))]
+    elif name == "gated_ts_lr":  # asynchronous only: y must hold rest
+        steps = [("filter", BandPass(sfreq, l_freq, h_freq)), ("cov", _covariances()),
+                 ("ts", TangentSpace(metric="riemann")),
+                 ("gate", RestGatedClassifier(LogisticRegression(C=1.0, max_iter=1000),
+                                              LogisticRegression(C=1.0, max_iter=1000)))]
     elif name == "mdm":
         steps = [("filter", BandPass(sfreq, l_freq, h_freq)), ("cov", _covariances()),
                  ("mdm", MDM(metric="riemann"))]

@@ -88,19 +88,23 @@ def _chunks(recording: Recording, chunk_s: float):
     data = raw.get_data(units="uV")
     sfreq = float(raw.info["sfreq"])
     step = max(int(round(chunk_s * sfreq)), 1)
-    for a in range(0, data.shape[1], step):
-        block = data[:, a:a + step]
+    # The first block is at most 0.1 s, as from an amplifier: the decoder starts at the newest
+    # complete window it first sees, so a larger first block would skip the windows inside it.
+    starts = [0, *range(min(step, max(int(round(0.1 * sfreq)), 1)), data.shape[1], step)]
+    for a, b in zip(starts, [*starts[1:], data.shape[1]], strict=True):
+        block = data[:, a:b]
         yield block, (a + np.arange(block.shape[1])) / sfreq
 
 
 def _decoder(bundle: DecoderBundle, recording: Recording, adapt: str | None = None,
-             adapt_alpha: float = 0.02) -> tuple[OnlineDecoder, RingBuffer]:
+             adapt_alpha: float = 0.02, chunk_s: float = 0.1
+             ) -> tuple[OnlineDecoder, RingBuffer]:
     info = _stream_info(recording)
     if adapt is not None:  # online re-centering changes the pipeline: not the caller's
         bundle = copy.deepcopy(bundle)
     decoder = OnlineDecoder.from_bundle(bundle, adapt=adapt, adapt_alpha=adapt_alpha)
     decoder.bind(info)  # another montage or rate: one sentence from the decoder or bundle
-    capacity = decoder.window_n + int(4 * info.sfreq)
+    capacity = decoder.window_n + int((4 + chunk_s) * info.sfreq)
     return decoder, RingBuffer(info.n_channels, capacity, dtype=np.float64)
 
 
@@ -112,7 +116,7 @@ def decode_recording(bundle: DecoderBundle, recording: Recording, chunk_s: float
     ``adapt``/``adapt_alpha``: online re-centering as :class:`OnlineDecoder` does it (on a copy
     of the bundle).
     """
-    decoder, buffer = _decoder(bundle, recording, adapt, adapt_alpha)
+    decoder, buffer = _decoder(bundle, recording, adapt, adapt_alpha, chunk_s)
     windows: list[DecodedWindow] = []
     for block, ts in _chunks(recording, chunk_s):
         buffer.push(block, ts)

@@ -95,6 +95,7 @@ class SSVEPAsyncConfig(AsyncConfig):
     stride_s: float = 0.25
     balance: bool = False  # the gate is class-balanced itself and learns from all rest
     pipelines: Sequence[str] = SSVEP_PIPELINES
+    windows: Sequence[float] | None = None  # one window (window_s): the CCA gate is fitted to it
     # p(control) is referenced to rest (uniform over rest windows), so the useful thresholds
     # lie in its upper tail.
     thresholds: Sequence[float] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)

@@ -210,7 +210,7 @@ class TrainingResult:
         for r in self.results:
             ch = r.chrono or {}
             b = binomial_summary(int(round(r.cv["accuracy"] * r.cv["n"])), r.cv["n"], chance)
-            flag = "  k-fold CI includes chance" if b["within_chance"] else ""
+            flag = "  k-fold not above chance (p >= 0.05)" if b["within_chance"] else ""
             chrono = (f"{ch['accuracy']:>10.3f} {ch['n']:>3}" if ch
                       else f"{'not scored':>10} {'':>3}")
             if r.cross_run:

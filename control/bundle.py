@@ -45,6 +45,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "control.estimators.CCAClassifier",
     "control.estimators.FilterBankCCA",
     "control.estimators.OASCovariances",
+    "control.estimators.RestGatedClassifier",
     "control.estimators.SequentialUnion",
     "control.recentering.Recenter",
     "pyriemann.classification.MDM",

@@ -132,7 +132,10 @@ def calibrate_and_train(folder: Path, opts: MissionOptions) -> tuple[Path, dict]
                               trials_per_class=opts.calibration_trials, seed=100 + k)
         run_offline(paradigm, folder / f"run-{k + 1}", config, seed=opts.participant_seed)
         runs.append(folder / f"run-{k + 1}")
-    result = train_async(runs, AsyncConfig(classes=opts.classes, pipelines=("ts_lr",)),
+    # One window length (2 s): trying 1 s too, as `yume train` does, makes `make run` train
+    # for a minute longer and the simulated participant's cues are long enough for 2 s.
+    result = train_async(runs, AsyncConfig(classes=opts.classes, pipelines=("ts_lr",),
+                                           windows=None),
                          progress=opts.progress)
     bundle = save_bundle(result.bundle, folder / "decoder.zip")
     summary = result.summary()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gui.commands.train import _csv, _mapping, _window
+from gui.commands.train import _csv, _lengths, _mapping, _window
 
 
 def add_parser(sub) -> None:
@@ -20,9 +20,10 @@ def add_parser(sub) -> None:
             "or none, time to command) and per minute of rest (false activations), for the "
             "cue-locked decoder of `yume train` with the default policy and for an "
             "asynchronous decoder (rest as a class) at the operating point chosen by "
-            "pseudo-online cross-validation on the training recordings alone. Writes "
-            "evaluation.json and curve.png (hits against false activations as the threshold "
-            "moves) to --out."),
+            "pseudo-online cross-validation on the training recordings alone (which also "
+            "chooses its pipeline and window length). Writes evaluation.json, curve.png (hits "
+            "against false activations as the threshold moves) and traces.png (the decoder's "
+            "probabilities around the test cues) to --out."),
         epilog=("Example, on the PhysioNet runs in ../shared/data/eeg/physionet_mi_S001: "
                 "yume evaluate --train S001R04.edf --test S001R08.edf"),
     )
@@ -41,6 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--pipelines", type=_csv, default=None,
                    help="candidate pipelines (default: csp_lda,fbcsp_lda,ts_lr,mdm offline; "
                         "ts_lr,csp_lda,mdm asynchronous)")
+    p.add_argument("--windows", type=_lengths, default=None,
+                   help="window lengths (s) the asynchronous decoder's pseudo-online CV "
+                        "chooses between, comma-separated (default: 1,2)")
     p.add_argument("--target-fa", type=float, default=1.0,
                    help="most false activations per minute of rest the operating point may have")
     p.add_argument("--out", type=Path, default=Path("runs/evaluation"),
@@ -59,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     if overlap:
         raise ValueError(f"{', '.join(p.name for p in overlap)} is both a training and a test "
                          "recording; test on recordings the decoder never saw.")
-    asy = AsyncConfig(pipelines=tuple(args.pipelines)) if args.pipelines else None
+    overrides = {k: v for k, v in (("pipelines", args.pipelines), ("windows", args.windows))
+                 if v}
+    asy = AsyncConfig(**overrides) if overrides else None
     config = EvaluationConfig(classes=args.classes, rest_label=args.rest,
                               label_map=args.label_map, tmin=args.window[0],
                               tmax=args.window[1], pipelines=args.pipelines,
@@ -67,5 +73,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate(args.train, args.test, config, out=args.out,
                       progress=not args.no_progress)
     print(result.table())
-    print(f"results: {args.out / 'evaluation.json'}, plot: {args.out / 'curve.png'}")
+    print(f"results: {args.out / 'evaluation.json'}, plots: {args.out / 'curve.png'} (hits "
+          f"against false activations), {args.out / 'traces.png'} (probabilities around the "
+          "test cues)")
     return 0

@@ -39,6 +39,17 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _lengths(text: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(t) for t in _csv(text))
+    except ValueError:
+        out = ()
+    if not out or min(out) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of window lengths; write seconds, e.g. 1,2")
+    return out
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "train", help="train a decoder on recordings (CV, report, bundle)",
@@ -86,6 +97,10 @@ def add_parser(sub) -> None:
     p.add_argument("--rest", default="rest", help="--asynchronous: label of the rest periods")
     p.add_argument("--target-fa", type=float, default=1.0,
                    help="--asynchronous: most false activations per minute of rest")
+    p.add_argument("--windows", type=_lengths, default=None,
+                   help="--asynchronous: window lengths (s) pseudo-online CV chooses between, "
+                        "comma-separated (default: 1,2 for motor imagery; SSVEP uses the "
+                        "length of --window)")
     p.add_argument("--zip", action="store_true", help="write the bundle as a zip")
     p.add_argument("--no-report", action="store_true", help="skip the HTML/JSON report")
     p.set_defaults(func=run)
@@ -159,16 +174,17 @@ def _run_asynchronous(args: argparse.Namespace) -> int:
                          rest_label=args.rest, label_map=args.label_map,
                          window_s=args.window[1] - args.window[0], step_s=args.step,
                          band=args.band or (8.0, 30.0), target_fa_per_min=args.target_fa,
-                         **({"pipelines": tuple(args.pipelines)} if args.pipelines else {}))
+                         **({"pipelines": tuple(args.pipelines)} if args.pipelines else {}),
+                         **({"windows": args.windows} if args.windows else {}))
     result = train_async(args.recordings, config)
     print(f"asynchronous decoder, classes {', '.join(result.bundle.classes)} (rest as a class, "
           f"never a command); {sum(result.n_windows.values())} training windows "
           f"{result.n_windows}")
     print(f"pseudo-online CV ({result.folds}), best operating point of each pipeline:")
-    print(f"  {'pipeline':<10} {'threshold':>9} {'dwell s':>7} {'tau s':>5} {'hits':>5} "
+    print(f"  {'pipeline':<18} {'threshold':>9} {'dwell s':>7} {'tau s':>5} {'hits':>5} "
           f"{'wrong':>5} {'FA/min':>6} {'cues':>4} {'rest min':>8}")
     for name, c in result.summary()["candidates"].items():
-        print(f"  {name + (' *' if name == result.best else ''):<10} {c['threshold']:>9g} "
+        print(f"  {name + (' *' if name == result.best else ''):<18} {c['threshold']:>9g} "
               f"{c['dwell_s']:>7g} {c['tau_s']:>5g} {c['hit_rate']:>5.2f} "
               f"{c['wrong_rate']:>5.2f} {c['fa_per_min']:>6.2f} {c['n_cues']:>4} "
               f"{c['rest_minutes']:>8.2f}")

@@ -98,8 +98,10 @@ def test_live_path_and_replay_agree(runs):
     assert live and live == replay_policy(decode_recording(bundle, runs[2]), bundle, point)
 
 
+@pytest.mark.slow
 def test_operating_point_meets_its_target_on_held_out_simulated_data(runs):
-    cfg = AsyncConfig(pipelines=("csp_lda", "ts_lr"), target_fa_per_min=1.0)
+    # The defaults, as `yume train --asynchronous` uses them: every pipeline, 1 s and 2 s.
+    cfg = AsyncConfig(target_fa_per_min=1.0)
     result = train_async(runs[:2], cfg, progress=False)
     assert result.meets_target and result.chosen.fa_per_min <= 1.0
     assert "rest" in result.bundle.classes
@@ -219,3 +221,34 @@ def test_online_recentering_in_the_live_decoder_recovers_a_shifted_session():
     assert n > 50 and after >= before + 0.1 and after >= 0.7, (before, after, n)
     with pytest.raises(DecoderError, match="rest class"):
         decode_recording(bundle, shifted, adapt="rest")
+
+
+def test_rest_gate_times_the_movement_model_and_survives_a_bundle(runs, tmp_path):
+    from control.bundle import load_bundle, save_bundle
+
+    cfg = AsyncConfig(pipelines=("gated_ts_lr",))
+    X, y, _, ch_names, sfreq = sliding_windows(runs[:1], cfg)
+    bundle = fit_bundle("gated_ts_lr", X, y, ch_names, sfreq, cfg)
+    assert bundle.classes == ("rest", "left_hand", "right_hand")
+    proba = bundle.pipeline.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    gate = bundle.pipeline[-1]
+    move = gate.detector_.predict_proba(bundle.pipeline[:-1].transform(X))[:, 1]
+    np.testing.assert_allclose(proba[:, 0], 1.0 - move)  # rest is exactly the gate's "no"
+    # The gate separates rest from movement on its training run, and the product is a decoder
+    # whose most probable class is mostly the true one.
+    assert np.mean((move > 0.5) == (y != "rest")) > 0.8
+    assert np.mean(bundle.pipeline.predict(X) == y) > 0.7
+    again = load_bundle(save_bundle(bundle, tmp_path / "gated"))
+    np.testing.assert_allclose(again.pipeline.predict_proba(X[:5]), proba[:5])
+
+
+def test_window_length_is_a_candidate_of_pseudo_online_cv(runs):
+    cfg = AsyncConfig(pipelines=("gated_ts_lr",), windows=(1.0, 2.0), thresholds=(0.6, 0.8),
+                      dwells=(0.5,), taus=(0.5,))
+    result = train_async(runs[:2], cfg, progress=False)
+    assert set(result.curves) == {"gated_ts_lr@1s", "gated_ts_lr@2s"}
+    length = float(result.best.split("@")[1].rstrip("s"))
+    assert result.bundle.window_s == length  # the shipped bundle decodes the chosen window
+    assert result.bundle.name == "gated_ts_lr"
+    assert result.summary()["best"] == result.best
