@@ -46,6 +46,7 @@ from gui.control_panel import ControlPanel
 from gui.keys import KeysWidget
 from gui.record_toggle import RecordToggle
 from gui.runtime import SessionRuntime
+from gui.runtime.pace import FramePace
 from gui.steering import Steering
 from gui.traces import TracesWidget
 from world.server import Frame, WorldServer
@@ -195,6 +196,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._key_action: Action = IDLE  # what the keys asked for last
         self.frames_shown = 0
         self._shown_times: list[float] = []
+        self.pace = FramePace(self.server.engine.frame_rate)
         self._closed = False
         if photodiode and runtime is None:
             raise ValueError("The photodiode patch flips with the session's commands; give the "
@@ -363,7 +365,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.photodiode_outlet.close()
             self.photodiode_outlet = None
         closed = dict(frames_shown=self.frames_shown,
-                      ui_lag_p99_ms=self.monitor.percentile(99))
+                      ui_lag_p99_ms=self.monitor.percentile(99),
+                      generation_behind_episodes=self.pace.episodes)
         if self.runtime is None:
             if self.log is not None:
                 self.log.log("window_closed", **closed)
@@ -549,6 +552,14 @@ class MainWindow(QtWidgets.QMainWindow):
     # -- timers -----------------------------------------------------------------------------
     def _show_next_frame(self) -> None:
         frames = self.server.frames(limit=1)  # one frame per tick: the world's own pace
+        action = self.server.action
+        moving = not (action.is_idle and not self.server.idle_steps)
+        if self.pace.tick(time.perf_counter(), bool(frames), moving):
+            pace = self.pace.state()
+            self._log("generation_behind", shown_fps=round(pace.shown_fps, 1),
+                      target_fps=pace.target_fps,
+                      model_fps=round(self.server.generation_fps(), 1),
+                      starved=round(pace.starved, 2))
         if not frames:
             return
         frame: Frame = frames[0]
@@ -592,8 +603,17 @@ class MainWindow(QtWidgets.QMainWindow):
             self._watch_source()
         else:
             self.status["source"].setText("no source")
-        fps = (f"world {self.displayed_fps():.1f} fps shown, model "
-               f"{self.server.generation_fps():.0f} frames/s")
+        pace = self.pace.state()
+        if pace.behind:
+            # Say it where the rate is read: a frozen picture with "16 frames/s" beside it is
+            # what users reported.
+            fps = (f"world {pace.shown_fps:.1f} of {pace.target_fps:g} fps: generation falls "
+                   f"behind (model {self.server.generation_fps():.0f} frames/s)")
+        else:
+            fps = (f"world {self.displayed_fps():.1f} fps shown, model "
+                   f"{self.server.generation_fps():.0f} frames/s")
+        self.status["fps"].setStyleSheet("color: #b34700; font-weight: bold;" if pace.behind
+                                         else "")
         link = getattr(self.server.engine, "link_state", None)  # a world service's world
         self.status["fps"].setText(fps if link is None else f"{fps}, link {link}")
         self.status["lag"].setText(f"UI lag p99 {self.monitor.percentile(99):.1f} ms")
