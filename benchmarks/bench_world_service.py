@@ -1,7 +1,12 @@
 """The world service over loopback: action-to-frame delay and cost per frame vs in-process.
 
 Run: ``.venv/bin/python benchmarks/bench_world_service.py [--engines sandbox,mvdt]
-[--sizes 64,256] [--trials 20] [--repeats 3]``
+[--sizes 64,256] [--trials 20] [--repeats 3] [--formats raw,png] [--roots DIR,DIR]``
+
+``--trials 0`` leaves the delays out, ``--paced 0`` the paced cost. ``--roots`` serves from
+each of several checkouts of the project at once (e.g. the code before and after a change),
+one service process each, and measures them in turn within every repeat, so that they share
+the machine's load; ``.`` is this checkout.
 
 The service runs as its own process (``yume world serve --port 0``, as it would on a GPU
 host), this script is the client (:class:`world.service_client.WorldClient`). For each engine
@@ -56,20 +61,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from control.actions import parse_action  # noqa: E402
+from world.protocol import HEADER, encode_frame  # noqa: E402
 from world.registry import make_world  # noqa: E402
-from world.service import HEADER, encode_frame  # noqa: E402
 from world.service_client import WorldClient  # noqa: E402
 
 ACTIONS = ("W", "D", "S ←", "A")
 
 
-def start_service(threads: int) -> tuple[subprocess.Popen, str]:
-    """``yume world serve --port 0`` in a subprocess; returns it and its WebSocket URL."""
+def start_service(threads: int, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
+    """``yume world serve --port 0`` of the checkout ``root`` in a subprocess; returns it and
+    its WebSocket URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "gui.cli", "world", "serve", "--port", "0", "--threads",
          str(threads), "--max-side", "512"],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        cwd=root, stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(root)))
     line = proc.stdout.readline()
     m = re.search(r"127\.0\.0\.1:(\d+)", line)
     if not m:
@@ -234,9 +240,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (both sides)")
     ap.add_argument("--paced", type=int, default=48,
                     help="frames of the paced CPU measure per repeat (0: leave it out)")
+    ap.add_argument("--formats", default="raw,png", help="frame formats of the unpaced cost")
+    ap.add_argument("--roots", default=".",
+                    help="checkouts to serve from, measured in turn (comma-separated)")
     args = ap.parse_args()
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     sizes = [int(s) for s in args.sizes.split(",")]
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    roots = [(ROOT / r).resolve() for r in args.roots.split(",") if r.strip()]
 
     print(f"# {platform.node()} {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
@@ -252,69 +263,77 @@ def main() -> None:
               f"{1e3 * encode_cost(size, 'png'):.2f} | {size * size * 3 + HEADER.size} | "
               f"{len(png)} |")
 
-    proc, url = start_service(args.threads)
+    services = [start_service(args.threads, root) for root in roots]
+    labels = ["this" if root == ROOT else str(root) for root in roots]
     rows = []
     try:
         for engine in engines:
             for size in sizes:
                 n = 40 if engine == "mvdt" else (600 if size <= 64 else 240)
-                runs: dict[str, list[tuple[Cost, Cost]]] = {"raw": [], "png": [], "paced": []}
+                runs: list[dict[str, list[tuple[Cost, Cost]]]] = [
+                    {f: [] for f in (*formats, "paced")} for _ in services]
                 for _ in range(args.repeats):
-                    for fmt in ("raw", "png"):
-                        runs[fmt].append(paired_cost(url, proc.pid, engine, size, n, fmt,
-                                                     threads=args.threads))
-                    if args.paced:
-                        runs["paced"].append(paired_cost(url, proc.pid, engine, size,
-                                                         args.paced, "raw", pace=True,
-                                                         blocks=3, threads=args.threads))
-                loc = [lo.per_frame() for lo, _ in runs["raw"] + runs["png"]]
-                local = tuple(float(np.median([r[i] for r in loc])) for i in range(2))
-                remote = {}
-                for fmt, rs in runs.items():
-                    if not rs:
-                        continue
-                    mine = [(lo.per_frame(), sv.per_frame()) for lo, sv in rs]
-                    remote[fmt] = (float(np.median([m[1][0] for m in mine])),
-                                   float(np.median([m[1][1] for m in mine])),
-                                   int(sum(sv.dropped for _, sv in rs)),
-                                   [m[1][0] / m[0][0] for m in mine],
-                                   [m[1][1] / m[0][1] for m in mine])
-                d = delays(url, engine, size, args.trials if engine == "sandbox"
-                           else max(4, args.trials // 3))
-                rows.append((engine, size, local, remote, d))
+                    for (proc, url), run in zip(services, runs, strict=True):
+                        for fmt in formats:
+                            run[fmt].append(paired_cost(url, proc.pid, engine, size, n, fmt,
+                                                        threads=args.threads))
+                        if args.paced:
+                            run["paced"].append(paired_cost(url, proc.pid, engine, size,
+                                                            args.paced, "raw", pace=True,
+                                                            blocks=3, threads=args.threads))
+                d = (delays(services[0][1], engine, size, args.trials if engine == "sandbox"
+                            else max(4, args.trials // 3)) if args.trials else None)
+                for label, run in zip(labels, runs, strict=True):
+                    loc = [lo.per_frame() for f in formats for lo, _ in run[f]]
+                    local = tuple(float(np.median([r[i] for r in loc])) for i in range(2))
+                    remote = {}
+                    for fmt, rs in run.items():
+                        if not rs:
+                            continue
+                        mine = [(lo.per_frame(), sv.per_frame()) for lo, sv in rs]
+                        remote[fmt] = (float(np.median([m[1][0] for m in mine])),
+                                       float(np.median([m[1][1] for m in mine])),
+                                       int(sum(sv.dropped for _, sv in rs)),
+                                       [m[1][0] / m[0][0] for m in mine],
+                                       [m[1][1] / m[0][1] for m in mine])
+                    rows.append((label, engine, size, local, remote, d))
                 print(f"# done {engine} {size}x{size}", file=sys.stderr, flush=True)
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        for proc, _ in services:
+            proc.terminate()
+            proc.wait(timeout=20)
 
     def ratio(xs: list[float]) -> str:
         return f"{np.median(xs):.2f} [{min(xs):.2f}-{max(xs):.2f}]"
 
     print("\nRatios: service / in-process per repeat (alternating blocks), median [range] "
           f"over {args.repeats} repeats.")
-    print("\n| engine | frame | frames | in-process ms/frame: wall, CPU | service raw: wall "
-          "ms/frame (ratio), CPU (ratio) | service PNG: wall (ratio), CPU (ratio) | "
-          "paced raw: CPU ms/frame (ratio) | dropped raw/PNG |")
-    print("|---|---|---|---|---|---|---|---|")
-    for engine, size, local, remote, _ in rows:
+    print("\n| code | engine | frame | frames | in-process ms/frame: wall, CPU | "
+          + " | ".join(f"service {f}: wall ms/frame (ratio), CPU (ratio)" for f in formats)
+          + " | paced raw: CPU ms/frame (ratio) | dropped " + "/".join(formats) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(formats) + "---|---|")
+    for label, engine, size, local, remote, _ in rows:
         n = 40 if engine == "mvdt" else (600 if size <= 64 else 240)
         lw, lc = local
         cells = []
-        for fmt in ("raw", "png"):
+        for fmt in formats:
             w, c, _, wr, cr = remote[fmt]
-            cells.append(f"{1e3 * w:.2f} ({ratio(wr)}), {1e3 * c:.2f} (**{ratio(cr)}**)"
-                         if fmt == "raw" else
-                         f"{1e3 * w:.2f} ({ratio(wr)}), {1e3 * c:.2f} ({ratio(cr)})")
+            bold = "**" if fmt == "raw" else ""
+            cells.append(f"{1e3 * w:.2f} ({ratio(wr)}), {1e3 * c:.2f} ({bold}{ratio(cr)}{bold})")
         paced = (f"{1e3 * remote['paced'][1]:.2f} ({ratio(remote['paced'][4])})"
                  if "paced" in remote else "-")
-        print(f"| {engine} | {size}x{size} | {n} x {args.repeats} | {1e3 * lw:.2f}, "
-              f"{1e3 * lc:.2f} | {cells[0]} | {cells[1]} | {paced} | "
-              f"{remote['raw'][2]}/{remote['png'][2]} |")
+        print(f"| {label} | {engine} | {size}x{size} | {n} x {args.repeats} | {1e3 * lw:.2f}, "
+              f"{1e3 * lc:.2f} | {' | '.join(cells)} | {paced} | "
+              f"{'/'.join(str(remote[f][2]) for f in formats)} |")
+    if not args.trials:
+        return
 
     print("\n| engine | frame | delay from standstill: median (p90) ms | of which engine + "
           "queue | delay while moving: median (p90) ms | of which engine + queue |")
     print("|---|---|---|---|---|---|")
-    for engine, size, _, _, d in rows:
+    for label, engine, size, _, _, d in rows:
+        if label != labels[0]:
+            continue
         def ms(xs: list[float], q: float = 50) -> str:
             return f"{1e3 * float(np.percentile(xs, q)):.1f}"
         print(f"| {engine} | {size}x{size} | {ms(d['still'])} ({ms(d['still'], 90)}) | "

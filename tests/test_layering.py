@@ -41,13 +41,6 @@ def test_imports_point_one_way(package):
 
 
 # Lazy imports (inside functions) count: they still make two modules depend on each other.
-# These edges belong to the world service, whose files another change owns; the fix there is to
-# move the wire protocol (WS_PATH, FrameHeader, ServiceError...) out of world/service.py so the
-# client, the viewer and RemoteWorld stop importing the server. Any other cycle fails the test.
-KNOWN_SERVICE_EDGES = {
-    ("world.service", "world.service_viewer"),
-    ("world.registry", "world.remote"),
-}
 
 
 def _module_name(path: Path) -> str:
@@ -136,9 +129,6 @@ def test_cycle_finder_sees_lazy_imports():
 
 
 def test_world_modules_import_no_circle():
-    graph = _import_graph("world")
-    for src, dst in KNOWN_SERVICE_EDGES:
-        graph.get(src, set()).discard(dst)
-    cycles = _cycles(graph)
+    cycles = _cycles(_import_graph("world"))
     assert not cycles, (f"world modules import each other in circles: {cycles}; move the piece "
                         "both need into a module that neither imports back.")

@@ -46,7 +46,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from world.service import WS_PATH, ServiceConfig, ServiceError, WorldService, check_bind
+from world.protocol import WS_PATH, ServiceError
+from world.service import ServiceConfig, WorldService, check_bind
 
 APP_NAME = "yume-world"
 DEPLOYMENT_NAME = "WorldReplica"

@@ -32,7 +32,7 @@ from PIL import Image
 
 from control.actions import IDLE, Action
 from world.base import Chunk, WorldEngine, WorldError, check_resolution, check_start
-from world.service import ServiceError
+from world.protocol import ServiceError
 from world.service_client import ConnectionLost, Refused, RemoteFrame, WorldClient, service_url
 
 logger = logging.getLogger(__name__)

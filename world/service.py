@@ -3,8 +3,8 @@
 ``yume world serve`` runs it; :class:`world.service_client.WorldClient` talks to it; ``GET
 /viewer`` (and ``GET /``) is a minimal browser viewer (:mod:`world.service_viewer`).
 
-Protocol (one WebSocket per session, at ``/ws``)
-------------------------------------------------
+Protocol (one WebSocket per session, at ``/ws``; defined in :mod:`world.protocol`)
+----------------------------------------------------------------------------------
 The client sends JSON text messages:
 
 - ``{"type": "open", "engine": "sandbox", "seed": 3, "height": 64, "width": 64}`` opens the
@@ -28,11 +28,12 @@ generation and send times, camera pose, frames dropped so far) followed by the p
 
 Each session runs its engine in its own thread, which also encodes the frames (a paced session
 has a second thread that releases them at the world's pace), so the event loop never waits for
-an engine and only stamps and sends ready-made messages. Frames for a client wait in a
-queue of :attr:`ServiceConfig.queue_frames` (2) frames (unpaced sessions: at least a chunk and
-:data:`UNPACED_QUEUE`, as a fast engine's frames are handed over a few at a time): when the
-client does not keep up, the oldest is dropped and counted, so a slow client never slows
-generation for itself or anyone else.
+an engine and only stamps and sends ready-made messages; what it writes in one pass (a
+batch of frames) reaches the socket in one system call (:mod:`world.service_writes`).
+Frames for a client wait in a queue of :attr:`ServiceConfig.queue_frames` (2) frames (unpaced
+sessions: at least a chunk and :data:`UNPACED_QUEUE`, as a fast engine's frames are handed
+over a few at a time): when the client does not keep up, the oldest is dropped and counted,
+so a slow client never slows generation for itself or anyone else.
 
 Security: the service binds to 127.0.0.1 unless told otherwise, and refuses to start on any
 other address without a token; when a token is set every client must send it
@@ -42,65 +43,61 @@ other address without a token; when a token is set every client must send it
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hmac
-import io
 import ipaddress
 import json
 import logging
 import queue
 import socket
-import struct
 import threading
 import time
-import warnings
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import uvicorn
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
-from PIL import Image, ImageSequence, UnidentifiedImageError
 from starlette.websockets import WebSocketDisconnect
 
 from control.actions import IDLE, Action, ActionError, parse_action
 from world.base import Chunk, WorldEngine, WorldError
-from world.images import MAX_IMAGE_PIXELS, MIN_IMAGE_SIDE, load_image
+from world.protocol import (
+    FORMATS,
+    HEADER,
+    MAGIC,
+    OPEN_FIELDS,
+    VERSION,
+    WS_PATH,
+    FrameHeader,
+    ServiceError,
+    decode_clip,
+    decode_frame,
+    encode_frame,
+    parse_open,
+    parse_request,
+    stamp_frame,
+)
 from world.registry import available_worlds, make_world
+from world.service_viewer import viewer_html
+from world.service_writes import SEND_BINARY, CoalescingWebSocketProtocol
+
+__all__ = [
+    "UNPACED_QUEUE", "ServiceConfig", "Session", "WorldService", "check_bind", "is_loopback",
+    # moved to world.protocol, still importable from here for existing code
+    "FORMATS", "HEADER", "MAGIC", "OPEN_FIELDS", "VERSION", "WS_PATH", "FrameHeader",
+    "ServiceError", "decode_clip", "decode_frame", "encode_frame", "parse_open",
+    "parse_request", "stamp_frame",
+]
 
 logger = logging.getLogger(__name__)
 
-WS_PATH = "/ws"
-MAGIC = b"YUMF"
-VERSION = 1
-FORMATS = {"raw": 0, "png": 1}
-_FORMAT_NAMES = {v: k for k, v in FORMATS.items()}
-# Little-endian, no padding: magic, version, format, height, width, chunk id, frame index,
-# frame within chunk, action index (0-80), world time (s), generated (server Unix time when the
-# chunk was ready), sent (server Unix time when the frame was handed to the socket), the 4x4
-# camera-to-world pose (row-major), frames this client has lost so far. 177 bytes.
-HEADER = struct.Struct("<4sBBHHIIHBddd16dI")
-_PREFIX = struct.Struct("<4sBBHHIIHBddd")  # HEADER up to the pose
-_SENT_OFFSET = struct.calcsize("<4sBBHHIIHBdd")
-_POSE_OFFSET = _PREFIX.size
-_DROPPED_OFFSET = HEADER.size - 4
-_STAMP = struct.Struct("<d")
-_COUNT = struct.Struct("<I")
-OPEN_FIELDS = frozenset({"type", "engine", "seed", "height", "width", "image", "clip", "format",
-                         "pace", "frame_rate", "frames_per_step"})
-MAX_CLIP_FRAMES = 256
 # Frames an unpaced session may hold for its client: a batch (at most half of it) and room for
 # the frames made while the event loop sends that batch.
 UNPACED_QUEUE = 16
-
-
-class ServiceError(ValueError):
-    """A request or a configuration the service refuses, with a sentence saying why."""
 
 
 def is_loopback(host: str) -> bool:
@@ -200,231 +197,6 @@ class ServiceConfig:
             raise ServiceError(f"batch_s must lie between 0 and 1 second, got {self.batch_s}.")
 
 
-# ---------------------------------------------------------------------------- frames
-
-
-def encode_frame(image: np.ndarray, pose: np.ndarray, *, chunk: int, index: int, offset: int,
-                 action: Action, world_time: float, generated: float,
-                 fmt: str = "raw") -> bytearray:
-    """One frame as a binary message: :data:`HEADER` then raw RGB or PNG bytes.
-
-    The message is written into one buffer (the pixels are copied once, the pose without a
-    Python float per value). The ``sent`` time and the dropped count are filled in when the
-    frame is sent (:func:`stamp_frame`).
-    """
-    h, w = image.shape[:2]
-    if fmt == "png":
-        buf = io.BytesIO()
-        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(
-            buf, format="PNG", compress_level=1)
-        payload = buf.getbuffer()
-    else:
-        payload = np.ascontiguousarray(image, dtype=np.uint8).data
-    out = bytearray(HEADER.size + payload.nbytes)
-    _PREFIX.pack_into(out, 0, MAGIC, VERSION, FORMATS[fmt], h, w, chunk, index, offset,
-                      action.index, world_time, generated, 0.0)
-    out[_POSE_OFFSET:_DROPPED_OFFSET] = np.ascontiguousarray(pose, dtype="<f8").tobytes()
-    out[HEADER.size:] = payload  # same length: copied in place, once
-    return out
-
-
-def stamp_frame(data: bytearray, sent: float, dropped: int) -> None:
-    """Write the send time and the dropped count into an encoded frame."""
-    _STAMP.pack_into(data, _SENT_OFFSET, sent)
-    _COUNT.pack_into(data, _DROPPED_OFFSET, min(int(dropped), 2**32 - 1))
-
-
-@dataclass
-class FrameHeader:
-    """The decoded :data:`HEADER` of a frame message."""
-
-    format: str
-    height: int
-    width: int
-    chunk: int
-    index: int
-    offset: int
-    action: Action
-    world_time: float
-    generated: float
-    sent: float
-    pose: np.ndarray
-    dropped: int
-
-
-def decode_frame(data: bytes) -> tuple[FrameHeader, np.ndarray]:
-    """Split a frame message into its header and its ``(H, W, 3)`` uint8 image.
-
-    Raises
-    ------
-    ServiceError
-        If the message is not a frame of this protocol.
-    """
-    if len(data) < HEADER.size or data[:4] != MAGIC:
-        raise ServiceError("The message is not a world frame (bad magic or too short).")
-    fields = _PREFIX.unpack_from(data)  # the pose and the dropped count are read apart
-    if fields[1] != VERSION:
-        raise ServiceError(f"Frame version {fields[1]} is not {VERSION}; update the client.")
-    fmt = _FORMAT_NAMES.get(fields[2], "?")
-    h, w = fields[3], fields[4]
-    payload = memoryview(data)[HEADER.size:]
-    if fmt == "raw":
-        if len(payload) != h * w * 3:
-            raise ServiceError(f"A raw {h}x{w} frame needs {h * w * 3} bytes, got {len(payload)}.")
-        image = np.frombuffer(payload, dtype=np.uint8).reshape(h, w, 3)
-    elif fmt == "png":
-        image = np.asarray(Image.open(io.BytesIO(payload)).convert("RGB"))
-    else:
-        raise ServiceError(f"Unknown frame format {fields[2]}.")
-    pose = np.frombuffer(data, dtype="<f8", count=16, offset=_POSE_OFFSET).reshape(4, 4)
-    head = FrameHeader(fmt, h, w, fields[5], fields[6], fields[7], Action.from_index(fields[8]),
-                       fields[9], fields[10], fields[11], pose.astype(np.float64),
-                       _COUNT.unpack_from(data, _DROPPED_OFFSET)[0])
-    return head, image
-
-
-# ---------------------------------------------------------------------------- requests
-
-
-def _whole(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise ServiceError(f"{name} must be a whole number, got {value!r}.")
-    if not low <= int(value) <= high:
-        raise ServiceError(f"{name} {int(value)} is out of range; it must lie between {low} and "
-                           f"{high}.")
-    return int(value)
-
-
-def _b64(text: Any, what: str, limit: int) -> bytes:
-    if not isinstance(text, str):
-        raise ServiceError(f"The {what} must be a base64 string, not {type(text).__name__}.")
-    if len(text) > 4 * (limit // 3 + 2):  # refuse before decoding anything
-        raise ServiceError(f"The {what} is larger than the {limit // 1024} KiB this service "
-                           "accepts; send a smaller file.")
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ServiceError(f"The {what} is not valid base64; encode the file's bytes with "
-                           "base64.") from None
-    if len(data) > limit:
-        raise ServiceError(f"The {what} is larger than the {limit // 1024} KiB this service "
-                           "accepts; send a smaller file.")
-    return data
-
-
-def _open_picture(data: bytes, what: str) -> Image.Image:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            w, h = im.size
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
-        raise ServiceError(f"The {what} is not an image file Pillow can read; send a PNG or "
-                           "JPEG.") from None
-    if h < MIN_IMAGE_SIDE or w < MIN_IMAGE_SIDE or h * w > MAX_IMAGE_PIXELS:
-        raise ServiceError(f"The {what} of {w}x{h} pixels is out of range; send one between "
-                           f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} and "
-                           f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels.")
-    return im
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """Uploaded image bytes as an ``(H, W, 3)`` uint8 array (size checked before decoding)."""
-    im = _open_picture(data, "image")
-    try:
-        im.load()
-        return load_image(im)
-    except WorldError as err:
-        raise ServiceError(str(err)) from None
-    except (OSError, ValueError):
-        raise ServiceError("The image file is damaged or truncated; send a complete PNG or "
-                           "JPEG.") from None
-
-
-def decode_clip(data: bytes) -> list[np.ndarray]:
-    """The frames of an uploaded clip (animated GIF/PNG/WebP, multi-page TIFF)."""
-    im = _open_picture(data, "clip")
-    frames = []
-    try:
-        for i, page in enumerate(ImageSequence.Iterator(im)):
-            if i >= MAX_CLIP_FRAMES:
-                raise ServiceError(f"The clip has more than {MAX_CLIP_FRAMES} frames; send a "
-                                   "shorter one.")
-            frames.append(load_image(page.convert("RGB")))
-    except WorldError as err:
-        raise ServiceError(str(err)) from None
-    except (OSError, ValueError):
-        raise ServiceError("The clip file is damaged or truncated; send a complete animated "
-                           "GIF, PNG or WebP.") from None
-    return frames
-
-
-@dataclass
-class OpenRequest:
-    """A validated ``open`` request."""
-
-    engine: str
-    seed: int | None = None
-    height: int = 64
-    width: int = 64
-    image: np.ndarray | None = None
-    clip: list[np.ndarray] | None = None
-    clip_frames: int = 0
-    format: str = "raw"
-    pace: bool = True
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_open(msg: dict, config: ServiceConfig) -> OpenRequest:
-    """Validate an ``open`` message against the service's limits.
-
-    Raises
-    ------
-    ServiceError
-        With one sentence on the first problem found.
-    """
-    unknown = set(msg) - OPEN_FIELDS
-    if unknown:
-        raise ServiceError(f"Unknown open field(s) {', '.join(sorted(unknown))}; the fields are "
-                           f"{', '.join(sorted(OPEN_FIELDS - {'type'}))}.")
-    engine = str(msg.get("engine", "sandbox")).strip().lower()
-    if engine not in config.engines:
-        raise ServiceError(f"Unknown engine {msg.get('engine')!r}; this service runs "
-                           f"{', '.join(config.engines)}.")
-    req = OpenRequest(engine=engine)
-    if msg.get("seed") is not None:
-        req.seed = _whole(msg["seed"], "seed", 0, 2**31 - 1)
-    req.height = _whole(msg.get("height", 64), "height", MIN_IMAGE_SIDE, config.max_side)
-    req.width = _whole(msg.get("width", 64), "width", MIN_IMAGE_SIDE, config.max_side)
-    fmt = msg.get("format", "raw")
-    if fmt not in FORMATS:
-        raise ServiceError(f"Unknown frame format {fmt!r}; choose raw or png.")
-    req.format = fmt
-    pace = msg.get("pace", True)
-    if not isinstance(pace, bool):
-        raise ServiceError(f"pace must be true or false, got {pace!r}.")
-    req.pace = pace
-    if msg.get("frame_rate") is not None:
-        rate = msg["frame_rate"]
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 1 <= rate <= 240:
-            raise ServiceError(f"frame_rate must be a number of frames per second between 1 "
-                               f"and 240, got {rate!r}.")
-        req.engine_kwargs["frame_rate"] = float(rate)
-    if msg.get("frames_per_step") is not None:
-        if engine != "sandbox":
-            raise ServiceError("frames_per_step is fixed by the MVDT model; leave it out.")
-        req.engine_kwargs["frames_per_step"] = _whole(msg["frames_per_step"], "frames_per_step",
-                                                      1, 64)
-    if msg.get("image") is not None and msg.get("clip") is not None:
-        raise ServiceError("Send a start image or a clip, not both.")
-    if msg.get("image") is not None:
-        req.image = decode_image(_b64(msg["image"], "image", config.max_upload_bytes))
-    elif msg.get("clip") is not None:
-        frames = decode_clip(_b64(msg["clip"], "clip", config.max_upload_bytes))
-        req.clip, req.clip_frames = frames, len(frames)
-    return req
-
-
 # ---------------------------------------------------------------------------- sessions
 
 
@@ -469,6 +241,9 @@ class Session:
             int(queue_frames), int(engine.frames_per_step), UNPACED_QUEUE)
         self.batch_s = float(batch_s)
         self.ready = asyncio.Event()
+        # Set by the connection while it runs: sends what waits at once, on the event loop;
+        # False when the sender task has to.
+        self.send_now: Callable[[], bool] | None = None
         self.generated = 0
         self.sent = 0
         self.dropped = 0
@@ -528,7 +303,16 @@ class Session:
     def _wake_sender(self) -> None:
         with self._out_lock:
             self._wake_pending = False
-        self.ready.set()
+        # Send from this very callback when the connection can: one callback of the loop per
+        # batch, where waking the sender task costs two more (each one a wait for the GIL
+        # while an engine thread runs). The task otherwise (errors, flow control, closing).
+        if self.send_now is None or self.ready.is_set() or not self.send_now():
+            self.ready.set()
+
+    def put_back(self, data: bytearray) -> None:
+        """Return a frame taken with :meth:`pop` that could not be sent (it goes first)."""
+        with self._out_lock:
+            self.outbox.appendleft(data)
 
     def pop(self) -> bytearray | None:
         """The oldest frame waiting for the client, or None."""
@@ -729,7 +513,9 @@ class WorldService:
         cfg = self.config
         upload = 4 * (cfg.max_upload_bytes // 3 + 2)
         config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="off", ws="websockets-sansio",
+            # uvicorn's sans-I/O WebSocket protocol, with the writes of one pass of the event
+            # loop joined into one system call (a batch of frames: one write, not one each).
+            self.app, log_level="warning", lifespan="off", ws=CoalescingWebSocketProtocol,
             # An open request carries the base64 upload; room for the JSON around it, and a
             # message past twice the upload limit is closed with 1009 (too big) unread.
             ws_max_size=2 * upload + 64 * 1024,
@@ -815,8 +601,6 @@ class WorldService:
         app = FastAPI(title="Yume world service", docs_url=None, redoc_url=None,
                       openapi_url=None)
 
-        from world.service_viewer import viewer_html  # the page reads this module's layout
-
         page = viewer_html()
 
         @app.get("/viewer", response_class=HTMLResponse)
@@ -882,21 +666,6 @@ class WorldService:
         await ws.send_text(json.dumps({"type": "error", "message": message,
                                        "request": request}))
 
-    @staticmethod
-    def _parse(msg: dict) -> dict:
-        if msg.get("text") is None:
-            raise ServiceError("Binary messages are not requests; send JSON text such as "
-                               '{"type": "action", "action": "W"}.')
-        try:
-            data = json.loads(msg["text"])
-        except (json.JSONDecodeError, RecursionError):
-            raise ServiceError("The message is not valid JSON; send e.g. "
-                               '{"type": "action", "action": "W"}.') from None
-        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
-            raise ServiceError('A request is a JSON object with a "type" (open, action, stats '
-                               "or close).")
-        return data
-
     async def _open(self, ws: WebSocket) -> Session | None:
         """Wait for a valid ``open`` request and start its session (None: the client left)."""
         cfg = self.config
@@ -911,7 +680,7 @@ class WorldService:
             if msg["type"] == "websocket.disconnect":
                 return None
             try:
-                data = self._parse(msg)
+                data = parse_request(msg.get("text"))
                 if data["type"] == "close":
                     await ws.close(code=1000)
                     return None
@@ -973,7 +742,7 @@ class WorldService:
     async def _request(self, ws: WebSocket, session: Session, msg: dict) -> bool:
         """Handle one request of an open session; False ends the session."""
         try:
-            data = self._parse(msg)
+            data = parse_request(msg.get("text"))
             kind = data["type"]
             if kind == "action":
                 text = data.get("action")
@@ -999,16 +768,46 @@ class WorldService:
         return True
 
     async def _send_frames(self, ws: WebSocket, session: Session) -> None:
-        while True:
-            await session.ready.wait()
-            session.ready.clear()
-            if session.error:
-                await self._error(ws, session.error, None)
-                session.error = None
-            while (data := session.pop()) is not None:
-                stamp_frame(data, time.time(), session.dropped)
-                # The encoded buffer itself (no bytes() copy): nothing writes to it any more,
-                # and the WebSocket layer copies it once into its frame.
-                await ws.send({"type": "websocket.send", "bytes": data})
-                session.sent += 1
+        # The encoded buffer itself goes out (no bytes() copy): nothing writes to it any more.
+        # Our uvicorn protocol frames it and hands it to the socket as it is; under another
+        # server it goes the ASGI way (the WebSocket layer copies it into its frame).
+        ext = ws.scope.get("extensions", {}).get(SEND_BINARY, {})
+        direct, now, batch = ext.get("send"), ext.get("send_now"), ext.get("batch")
+        busy = False  # the task is sending: the callback leaves the frames to it (order)
+
+        def send_now() -> bool:
+            if busy or session.error:
+                return False
+            try:
+                with batch():
+                    while (data := session.pop()) is not None:
+                        stamp_frame(data, time.time(), session.dropped)
+                        if not now(data):
+                            session.put_back(data)
+                            return False
+                        session.sent += 1
+            except Exception:  # the task then meets the problem and ends the connection
+                return False
+            return True
+
+        if now is not None and batch is not None:
+            session.send_now = send_now
+        try:
+            while True:
+                await session.ready.wait()
+                session.ready.clear()
+                busy = True
+                if session.error:
+                    await self._error(ws, session.error, None)
+                    session.error = None
+                while (data := session.pop()) is not None:
+                    stamp_frame(data, time.time(), session.dropped)
+                    if direct is not None:
+                        await direct(data)
+                    else:
+                        await ws.send({"type": "websocket.send", "bytes": data})
+                    session.sent += 1
+                busy = False
+        finally:
+            session.send_now = None
 

@@ -27,7 +27,7 @@ from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 
 from control.actions import Action
-from world.service import WS_PATH, FrameHeader, ServiceError, decode_frame
+from world.protocol import WS_PATH, FrameHeader, ServiceError, decode_frame
 
 
 class ConnectionLost(ServiceError):

@@ -9,7 +9,7 @@ the WebSocket, since a browser cannot set an ``Authorization`` header there), ``
 connection drops, the page reconnects with a growing delay and reopens the world from the last
 frame it showed, as the window's remote world does.
 
-The frame header's offsets are written into the page from :data:`world.service.HEADER`, so the
+The frame header's offsets are written into the page from :data:`world.protocol.HEADER`, so the
 page and the service cannot disagree about them. ``window.yumeViewer`` exposes the page's
 counters (frames, last header, state) for tests and for a look in the browser console.
 """
@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import struct
 
-from world.service import FORMATS, HEADER, WS_PATH
+from world.protocol import FORMATS, HEADER, WS_PATH
 
-# Byte offsets of the header fields the page reads (see HEADER's layout in world.service).
+# Byte offsets of the header fields the page reads (see HEADER's layout in world.protocol).
 HEADER_OFFSETS = {
     "format": struct.calcsize("<4sB"),
     "height": struct.calcsize("<4sBB"),
