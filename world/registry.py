@@ -73,10 +73,10 @@ def make_world(name: str, *, checkpoint: str | Path | None = None, **kwargs) -> 
         if path.is_file():
             raise WorldError(
                 f"{path} is a file; pass the checkpoint folder that holds it (with "
-                "model.safetensors and config.json, like world/checkpoints/mvdt-sandbox).")
+                "model.safetensors and config.json, like world/checkpoints/mvdt-warp).")
         if not path.is_dir():
             raise WorldError(
                 f"No checkpoint folder at {path}; check the path (a folder with "
-                "model.safetensors and config.json, like world/checkpoints/mvdt-sandbox).")
+                "model.safetensors and config.json, like world/checkpoints/mvdt-warp).")
         kwargs["checkpoint"] = path
     return factory(**kwargs)

@@ -39,7 +39,8 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
                    help="mvdt: a checkpoint folder (model.safetensors + config.json, e.g. from "
                         "`yume world export`) instead of the shipped "
-                        "world/checkpoints/mvdt-sandbox")
+                        "world/checkpoints/mvdt-warp (mvdt-sandbox: the model without the "
+                        "geometric memory)")
     p.add_argument("--start-image", type=Path, default=None, metavar="PATH",
                    help="an image file (PNG, JPEG...; grayscale, RGBA and 16-bit are converted) "
                         "the world starts from: mvdt starts from the picture itself, the "
@@ -47,10 +48,12 @@ def add_parser(sub) -> None:
     p.add_argument("--decoder", type=Path, default=None,
                    help="decoder bundle from `yume train`: decoded brain signals steer the world "
                         "(the keyboard still overrides; Esc is the panic stop)")
-    p.add_argument("--adapt", choices=("all", "rest"), default=None,
+    p.add_argument("--adapt", choices=("all", "rest", "none"), default=None,
                    help="re-centre the decoder online, without labels, from every decoded "
                         "window or from those decoded as rest (rc_* pipelines of `yume train "
-                        "--pipelines`; rest needs `--asynchronous`)")
+                        "--pipelines`; rest needs `--asynchronous`); default: what the bundle "
+                        "was tuned with (an asynchronous rc_ts_lr bundle adapts from every "
+                        "window), none turns it off")
     p.add_argument("--control-mode", choices=("direct", "discrete"), default="direct",
                    help="decoder control: direct = the action lasts while the class is held; "
                         "discrete = each detection moves the world for one second")

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-DEFAULT_CHECKPOINT = "world/checkpoints/mvdt-sandbox"
-DEFAULT_RECIPE = "world/recipes/mvdt-sandbox.json"
+DEFAULT_CHECKPOINT = "world/checkpoints/mvdt-warp"
+DEFAULT_RECIPE = "world/recipes/mvdt-warp.json"
 
 
 def add_parser(sub) -> None:
@@ -51,7 +51,7 @@ def add_parser(sub) -> None:
                              "the shipped model's stage configs are in world/configs/history/)")
     t.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a recipe variable, e.g. --set runs=/scratch/runs or "
-                        "--set out=world/checkpoints/mvdt-sandbox")
+                        "--set out=world/checkpoints/mvdt-warp")
     t.add_argument("--device", default=None,
                    help="device of every recipe stage (cpu, cuda, auto = CUDA when present; "
                         "default: the recipe's, auto)")

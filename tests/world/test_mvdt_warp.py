@@ -127,8 +127,12 @@ def test_gate_copies_a_valid_warp_and_ignores_an_invalid_one():
         assert torch.allclose(model(x, sigma, ctx, hist, warp=invalid), plain, atol=1e-5)
 
 
-def test_shipped_checkpoint_still_loads_and_has_no_memory():
-    model = load_checkpoint(DEFAULT_CHECKPOINT)
+def test_shipped_checkpoint_has_the_memory_and_its_base_still_loads_without():
+    shipped = load_checkpoint(DEFAULT_CHECKPOINT)
+    assert DEFAULT_CHECKPOINT.name == "mvdt-warp"
+    assert shipped.config.warp_sources == ["first", "last"]
+    assert shipped.warp_embedding is not None
+    model = load_checkpoint(DEFAULT_CHECKPOINT.parent / "mvdt-sandbox")
     assert model.config.warp_sources == [] and model.warp_embedding is None
     with pytest.raises(ValueError, match="no geometric memory"):
         c = model.config

@@ -92,3 +92,23 @@ def test_shipped_recipe_is_the_history_chain():
     assert recipe.stages[-1].args["run"] + "/checkpoint" in made
     assert json.loads((ROOT / "world" / "checkpoints" / "mvdt-sandbox" / "training.json")
                       .read_text())["run"] == trains[-1].config["name"]
+
+
+def test_shipped_warp_recipe_extends_the_history_chain_with_the_geometric_memory():
+    warp = Recipe.load(ROOT / "world" / "recipes" / "mvdt-warp.json", {"runs": "R"})
+    base = Recipe.load(SHIPPED, {"runs": "R"})
+    # The same stages as the model it starts from, whose export becomes the warm start...
+    assert [s.name for s in warp.stages[:len(base.stages)]] == [s.name for s in base.stages]
+    assert warp.stages[len(base.stages) - 1].args["out"] == "R/mvdt-sandbox"
+    stage, export = warp.stages[-2:]
+    assert stage.kind == "train" and export.kind == "export"
+    assert stage.config["init_from"] == "R/mvdt-sandbox"
+    assert export.args["run"] == stage.config["run_dir"]
+    assert export.args["out"].endswith("mvdt-warp")
+    # ...and the warm start is the one the shipped mvdt-warp was trained with, step for step.
+    shipped = json.loads((ROOT / "world" / "checkpoints" / "mvdt-warp" / "training.json")
+                         .read_text())
+    assert stage.config["model"] == shipped["train_config"]["model"]
+    assert stage.config["max_steps"] == shipped["step"]
+    assert json.loads((ROOT / "world" / "checkpoints" / "mvdt-warp" / "sampler.json")
+                      .read_text()) == export.args["sampler"]

@@ -37,7 +37,8 @@ works (4-step student: ``num_steps=4, guidance_scale=1``).
 
 Checkpoints: ``save_checkpoint(model, dir, dtype=torch.float16)`` writes ``model.safetensors`` +
 ``config.json``; ``load_checkpoint(dir)`` validates and never runs code. Default shipped folder:
-:data:`DEFAULT_CHECKPOINT` (``world/checkpoints/mvdt-sandbox/``).
+:data:`DEFAULT_CHECKPOINT` (``world/checkpoints/mvdt-warp/``, the model with the geometric memory;
+``mvdt-sandbox/`` is the one it was warm-started from).
 
 Codec protocol (frames <-> latents): ``encode(uint8 (n, H, W, 3)) -> Tensor (C, n_lat, h, w)``,
 ``decode(Tensor (C, n_lat, h, w)) -> uint8 (n, H, W, 3)``. ``cfg.codec`` is data describing it:

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT = "yume-mvdt"
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "mvdt-sandbox"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "mvdt-warp"
 
 
 def config_hash(config: MVDTConfig | dict) -> str:

@@ -92,7 +92,7 @@ class MVDTWorld(WorldEngine):
     ----------
     checkpoint : path, optional
         Checkpoint folder (``model.safetensors`` + ``config.json``); default
-        ``world/checkpoints/mvdt-sandbox/``. Ignored when ``model`` is given.
+        ``world/checkpoints/mvdt-warp/``. Ignored when ``model`` is given.
     model : MVDTModel, optional
         An in-memory model (tests, training previews).
     codec : object, optional

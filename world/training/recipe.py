@@ -1,6 +1,7 @@
 """One recipe that rebuilds a checkpoint from nothing (``yume world train --recipe FILE``).
 
-A recipe is a JSON file (``world/recipes/mvdt-sandbox.json`` rebuilds the shipped model) whose
+A recipe is a JSON file (``world/recipes/mvdt-warp.json`` rebuilds the shipped model,
+``mvdt-sandbox.json`` the model it starts from) whose
 ``stages`` run in order, each one of:
 
 - ``data``: sandbox clips (:func:`world.training.data.write_dataset`; keys ``out``, ``clips``,
