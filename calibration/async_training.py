@@ -205,15 +205,28 @@ def score_grid(bundle: DecoderBundle, recording: Recording, config: AsyncConfig,
 
     The recording is fed in 2 s blocks, so the live decoder decodes the windows due in a block
     together: the same windows as with an amplifier's 0.1 s blocks, probabilities equal to
-    rounding (1e-15), two to four times faster.
+    rounding (1e-15), two to four times faster. A re-centred pipeline (:func:`bundle_adapt`)
+    adapts online as in ``yume run --adapt all``, fed 0.1 s blocks.
     """
-    windows = decode_recording(bundle, recording, chunk_s=2.0)
+    adapt = bundle_adapt(bundle)
+    # An adapting decoder updates after each batch it decodes: it gets the live 0.1 s blocks.
+    windows = decode_recording(bundle, recording, chunk_s=2.0 if adapt is None else 0.1,
+                               adapt=adapt)
     events = mapped_events(recording, config.label_map)
     duration = recording_duration(recording)
     movement = [c for c in bundle.classes if c != config.rest_label]
     return {p: score_commands(replay_policy(windows, bundle, p), events, movement, duration,
                               (config.rest_label,), config.grace_s)
             for p in (points or config.points())}
+
+
+def bundle_adapt(bundle: DecoderBundle) -> str | None:
+    """``"all"`` for a re-centred pipeline (it is meant to follow the new session online, as
+    ``yume run --adapt all`` does), else None."""
+    from control.recentering import Recenter
+
+    steps = getattr(bundle.pipeline, "steps", None) or []
+    return "all" if any(isinstance(est, Recenter) for _, est in steps) else None
 
 
 @dataclass
@@ -376,7 +389,9 @@ def train_async(recordings: Sequence[str | Path | Recording], config: AsyncConfi
                          {str(k): int(v) for k, v in zip(*np.unique(y, return_counts=True),
                                                          strict=True)}, folds)
     bundle.figures = {"asynchronous": result.summary(),
-                      "operating_point": asdict(chosen.point)}
+                      "operating_point": asdict(chosen.point),
+                      # How it was scored, so `yume run` decodes the same way.
+                      "adapt": bundle_adapt(bundle)}
     if not meets:
         logger.warning("no operating point meets %.2g false activations per minute in "
                        "pseudo-online CV; the most conservative one is shipped (%.2f/min)",

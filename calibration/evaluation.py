@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from calibration.async_training import AsyncConfig, score_grid, train_async
+from calibration.async_training import AsyncConfig, bundle_adapt, score_grid, train_async
 from calibration.dataset import DatasetError, Recording, epoch_recordings, load_recording
 from calibration.metrics import binomial_summary
 from calibration.pipelines import ASYNC_PIPELINES, make_pipeline, pipeline_names
@@ -252,7 +252,7 @@ def cue_traces(bundle, test: Sequence[Recording], cfg: AsyncConfig, before_s: fl
     grid = np.round(np.arange(-before_s, after_s + 1e-9, cfg.step_s), 6)
     per: dict[str, list[np.ndarray]] = {}
     for rec in test:
-        windows = decode_recording(bundle, rec, chunk_s=2.0)
+        windows = decode_recording(bundle, rec, adapt=bundle_adapt(bundle))
         t = np.array([w.end_count / bundle.sfreq for w in windows])
         P = np.array([w.probabilities for w in windows])
         ev = mapped_events(rec, cfg.label_map)

@@ -98,11 +98,14 @@ def start_acquisition(source: Source | None) -> Acquisition | None:
     return acq
 
 
-def _meta(opts: RunOptions) -> dict:
-    """What the session log and summary say about how the run was asked for."""
+def _meta(opts: RunOptions, steering=None) -> dict:
+    """What the session log and summary say about how the run was asked for (and, with a
+    decoder, the re-centering it runs with: the bundle's own unless ``--adapt`` said)."""
+    online = getattr(steering, "online", None)
+    adapt = getattr(getattr(online, "decoder", None), "adapt", opts.adapt)
     return {"decoder": str(opts.decoder) if opts.decoder else None,
             "source_option": opts.source, "control_mode": opts.control_mode,
-            "adapt": opts.adapt}
+            "adapt": adapt}
 
 
 def run_headless_session(opts: RunOptions):
@@ -133,8 +136,8 @@ def run_headless_session(opts: RunOptions):
         realtime = opts.realtime or steering is not None
         kwargs = {"route": route} if route is not None else {}
         return run_headless(engine, folder, acquisition=acq, realtime=realtime,
-                            steering=steering, task=task, seed=opts.seed, meta=_meta(opts),
-                            **kwargs)
+                            steering=steering, task=task, seed=opts.seed,
+                            meta=_meta(opts, steering), **kwargs)
     finally:
         if acq is not None:
             acq.stop()
@@ -214,7 +217,7 @@ def build_window(opts: RunOptions, task=None):
         runtime = SessionRuntime(engine, folder, acquisition=acq, steering=steering,
                                  task=task, task_steers=False, seed=opts.seed, report=False,
                                  watch=False,
-                                 meta={**_meta(opts), "mode": "window",
+                                 meta={**_meta(opts, steering), "mode": "window",
                                        "photodiode": opts.photodiode})
         server = WorldServer(runtime.world, on_still=runtime.world_still, clock=runtime.clock,
                              idle_steps=task is not None)

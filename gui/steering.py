@@ -121,10 +121,14 @@ def decoder_control(bundle_path: str | Path, acquisition: Acquisition,
     """Load a decoder bundle and build its online loop for ``acquisition``'s stream.
 
     Raises a clear error when the bundle does not fit the stream (missing channels, another
-    sampling rate) or its classes are not all mapped to actions.
+    sampling rate) or its classes are not all mapped to actions. ``adapt`` None takes the
+    bundle's own (an asynchronous re-centred bundle was tuned adapting, ``"all"``); ``"none"``
+    turns it off.
     """
     bundle = load_bundle(bundle_path)
-    decoder = OnlineDecoder.from_bundle(bundle, adapt=adapt)
+    if adapt is None:  # as its operating point was chosen (`yume train --asynchronous`)
+        adapt = bundle.figures.get("adapt")
+    decoder = OnlineDecoder.from_bundle(bundle, adapt=None if adapt == "none" else adapt)
     decoder.bind(acquisition.info)
     config = config or PolicyConfig()
     point = bundle.figures.get("operating_point")

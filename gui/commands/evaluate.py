@@ -42,6 +42,11 @@ def add_parser(sub) -> None:
     p.add_argument("--pipelines", type=_csv, default=None,
                    help="candidate pipelines (default: csp_lda,fbcsp_lda,ts_lr,mdm offline; "
                         "ts_lr,csp_lda,mdm asynchronous)")
+    p.add_argument("--async-pipelines", type=_csv, default=None,
+                   help="candidates of the asynchronous decoder alone, comma-separated "
+                        "(default: --pipelines if given, else ts_lr,gated_ts_lr,csp_lda,mdm); "
+                        "rc_ts_lr is re-centred online while it is scored, as `yume run` "
+                        "then decodes with it")
     p.add_argument("--windows", type=_lengths, default=None,
                    help="window lengths (s) the asynchronous decoder's pseudo-online CV "
                         "chooses between, comma-separated (default: 1,2)")
@@ -63,8 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if overlap:
         raise ValueError(f"{', '.join(p.name for p in overlap)} is both a training and a test "
                          "recording; test on recordings the decoder never saw.")
-    overrides = {k: v for k, v in (("pipelines", args.pipelines), ("windows", args.windows))
-                 if v}
+    overrides = {k: tuple(v) for k, v in (("pipelines", args.async_pipelines or args.pipelines),
+                                          ("windows", args.windows)) if v}
     asy = AsyncConfig(**overrides) if overrides else None
     config = EvaluationConfig(classes=args.classes, rest_label=args.rest,
                               label_map=args.label_map, tmin=args.window[0],

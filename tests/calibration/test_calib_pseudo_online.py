@@ -180,8 +180,8 @@ def test_yume_train_asynchronous_bundle_carries_its_operating_point_to_yume_run(
     from gui.steering import decoder_control
 
     code = main(["train", "--asynchronous", str(physionet_dir / "S001R04.edf"),
-                 "--classes", "left_hand,right_hand", "--pipelines", "ts_lr",
-                 "--out", str(tmp_path)])
+                 "--classes", "left_hand,right_hand", "--pipelines", "rc_ts_lr",
+                 "--windows", "1", "--out", str(tmp_path)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "the two halves of one recording" in printed and "FA/min" in printed
@@ -193,6 +193,10 @@ def test_yume_train_asynchronous_bundle_carries_its_operating_point_to_yume_run(
     assert (cfg.threshold, cfg.dwell_s, cfg.tau_s) == (point["threshold"], point["dwell_s"],
                                                        point["tau_s"])
     assert "rest" in control.policy.classes
+    # A re-centred bundle was scored adapting online, so yume run adapts unless told not to.
+    assert control.decoder.adapt == "all" and control.decoder.window_n == 160  # 1 s at 160 Hz
+    off = decoder_control(tmp_path / "decoder", acq, publish=False, adapt="none")
+    assert off.decoder.adapt is None
 
 
 def test_online_recentering_in_the_live_decoder_recovers_a_shifted_session():
