@@ -22,7 +22,11 @@ judge that no training run has seen:
   frames, 0-255) and action following as a fraction of its ceiling.
 - **Action following** by :class:`world.action_judge.GeometricJudge`, a training-free
   analysis-by-synthesis classifier (no data, no weights, other architecture than the IDM), split
-  into translation and rotation and per key, on the model and on the ground truth (its ceiling).
+  into translation and rotation and per key, on the model and on the ground truth (its ceiling),
+  and, at 64x64 with 4-frame chunks, by the independent flow judge (:mod:`world.flow_judge`,
+  trained on other seeds with other features, never a critic or a selection criterion): the
+  geometric judge re-warps frames with the very warp the mvdt-warp model is conditioned on, so
+  for that model only the flow judge's figure is quotable.
 
 Every figure comes beside the truth's own, so a reader sees how much of the gap the model
 closes. Results are a JSON-serialisable dict; :func:`format_honest_table` prints them and
@@ -295,6 +299,31 @@ def honest_evaluate(generate: Generator | None, config: HonestConfig | None = No
     return results
 
 
+_FLOW_SIZE, _FLOW_FPC = (64, 64), 4  # what the independent judge was trained on
+
+
+def _flow_judge(resolution, fpc):
+    """The independent judge (:mod:`world.flow_judge`) when it can read these frames, else
+    None: it was trained on 64x64 chunks of 4 frames."""
+    if tuple(resolution) != _FLOW_SIZE or int(fpc) != _FLOW_FPC:
+        return None
+    from world.flow_judge import FlowJudge
+
+    return FlowJudge.load()
+
+
+def _flow_read(flow, first: np.ndarray, video: np.ndarray, fpc: int) -> np.ndarray:
+    from world.flow_judge import chunk_windows
+
+    return flow.predict(chunk_windows(first, video, fpc))
+
+
+def _to_ceiling(model: dict, truth: dict) -> dict:
+    """Model's translation / rotation accuracy as a fraction of the judge's ceiling."""
+    return {k: (model[k] / truth[k] if truth[k] > 0 else float("nan"))
+            for k in ("translation", "rotation")}
+
+
 def _horizon_part(cfg, seeds, resolution, fpc, warp, judge, generate, world_factory,
                   idm) -> dict:
     clips = ground_truth_episodes(seeds, cfg.horizon, resolution, fpc, seed=cfg.seed,
@@ -324,6 +353,17 @@ def _horizon_part(cfg, seeds, resolution, fpc, warp, judge, generate, world_fact
     if "model" in p.videos:
         follow["model"] = judge_scores(
             judge.predict(*_pairs(p.first, p.videos["model"], fpc), pitch), acts)
+    flow = _flow_judge(resolution, fpc)
+    if flow is not None:
+        # The independent reading: the geometric judge above shares the warp the mvdt-warp
+        # model is conditioned on; this one was trained apart from every model and judge.
+        ind = {name: judge_scores(_flow_read(flow, p.first, video, fpc), acts)
+               for name, video in (("truth", p.truth), *[(n, p.videos[n]) for n in
+                                                         ("repeat", "warp", "model")
+                                                         if n in p.videos])}
+        if "model" in ind:
+            ind["model_to_ceiling"] = _to_ceiling(ind["model"], ind["truth"])
+        follow["independent"] = ind
     if idm is not None:
         from world.training.evaluate import _idm_scores
 
@@ -372,6 +412,10 @@ def _long_part(cfg, seeds, resolution, fpc, warp, judge, generate, world_factory
         reads["model"] = judge.predict(*_pairs(p.first, p.videos["model"], fpc),
                                        pitch.reshape(-1))
     reads = {k: v.reshape(b, n, 2) for k, v in reads.items()}
+    flow = _flow_judge(resolution, fpc)
+    flow_reads = ({k: _flow_read(flow, p.first, v, fpc).reshape(b, n, 2) for k, v in
+                   (("truth", p.truth), ("model", p.videos.get("model"))) if v is not None}
+                  if flow is not None else {})
     rows = []
     for lo in range(0, n, cfg.long_window):
         hi = min(n, lo + cfg.long_window)
@@ -395,6 +439,13 @@ def _long_part(cfg, seeds, resolution, fpc, warp, judge, generate, world_factory
             row["model"]["action_following_ratio"] = (
                 mf["action"] / truth_follow["action"] if truth_follow["action"] > 0
                 else float("nan"))
+        if "model" in flow_reads:
+            ft = judge_scores(flow_reads["truth"][:, lo:hi].reshape(-1, 2), acts)
+            fm = judge_scores(flow_reads["model"][:, lo:hi].reshape(-1, 2), acts)
+            row["model"]["independent_following"] = {
+                "translation": fm["translation"], "rotation": fm["rotation"],
+                "ceiling": {"translation": ft["translation"], "rotation": ft["rotation"]},
+                "to_ceiling": _to_ceiling(fm, ft)}
         # The constant mean image of the window's truth: what "no better than a mean" means.
         mean_img = np.broadcast_to(t.mean(axis=(0, 1), keepdims=True).round().astype(np.uint8),
                                    t.shape)
@@ -443,6 +494,19 @@ def format_honest_table(res: dict) -> str:
             lines.append("  by rotation key (model / truth, n): " + ", ".join(
                 f"{k} {v['accuracy']:.2f}/{t['by_rotation_key'][k]['accuracy']:.2f} "
                 f"({v['n']})" for k, v in m["by_rotation_key"].items()))
+        ind = af.get("independent")
+        if ind:
+            lines.append("action following (independent flow judge, world/flow_judge.py): "
+                         "translation / rotation")
+            for name in ("model", "warp", "repeat", "truth"):
+                if name in ind:
+                    a = ind[name]
+                    tail = " (the ceiling)" if name == "truth" else ""
+                    lines.append(f"  {name:<6} {a['translation']:.3f} / {a['rotation']:.3f}"
+                                 f"{tail}")
+            if "model_to_ceiling" in ind:
+                c = ind["model_to_ceiling"]
+                lines.append(f"  model / ceiling: {c['translation']:.2f} / {c['rotation']:.2f}")
         if "project_idm" in af and "model" in af["project_idm"]:
             pi = af["project_idm"]
             lines.append(f"  project IDM (critic's sibling): model {pi['model']['action']:.3f}, "
@@ -471,6 +535,11 @@ def format_honest_table(res: dict) -> str:
                 f"colour {m['colour_drift']:4.1f}/{wp['colour_drift']:4.1f}  "
                 f"actions {af_m:.2f}/{r['truth_action_following']['action']:.2f} "
                 f"({ratio:.2f})")
+            ind = m.get("independent_following")
+            if ind:
+                lines.append(f"  {'':<14}independent judge, model / ceiling: translation "
+                             f"{ind['to_ceiling']['translation']:.2f}, rotation "
+                             f"{ind['to_ceiling']['rotation']:.2f}")
     return "\n".join(lines)
 
 

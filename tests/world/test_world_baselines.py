@@ -173,3 +173,29 @@ def test_loop_closure_and_long_horizon_plumbing(tmp_path):
     assert all(s >= 2 * HELDOUT_SEED_START for part in res["seeds"].values() for s in part)
     states = commanded_states([parse_action("· ←")] * 2 + [parse_action("· →")] * 2, 2)
     assert states[-1].yaw == pytest.approx(0.0)
+
+
+def test_the_independent_judge_reads_every_predictor_at_64x64():
+    # A "model" that replays the true frames must score exactly the judge's ceiling; a still
+    # video far below it. (The flow judge reads 64x64 chunks of 4 frames only.)
+    cfg = HonestConfig(episodes=2, horizon=4, report_horizons=(1, 4), loop_episodes=0,
+                       long_episodes=1, long_chunks=8, long_window=4, seed=7)
+
+    def replay_truth(clips, n):
+        return np.stack([c.frames[1:1 + n * 4] for c in clips])
+
+    res = honest_evaluate(replay_truth, cfg, (64, 64), 4)
+    ind = res["action_following"]["independent"]
+    assert set(ind) >= {"truth", "repeat", "warp", "model", "model_to_ceiling"}
+    assert ind["model_to_ceiling"] == {"translation": 1.0, "rotation": 1.0}
+    assert ind["truth"]["translation"] >= 0.75 and ind["truth"]["rotation"] >= 0.75
+    assert ind["repeat"]["rotation"] < ind["truth"]["rotation"]
+    win = res["long_horizon"]["windows"]
+    assert all(w["model"]["independent_following"]["to_ceiling"]["rotation"] == 1.0
+               for w in win)
+    table = format_honest_table(res)
+    assert "independent flow judge" in table and "model / ceiling: 1.00 / 1.00" in table
+    # Other sizes: the judge is left out rather than read out of its training conditions.
+    small = honest_evaluate(None, HonestConfig(episodes=1, horizon=2, report_horizons=(1,),
+                                               loop_episodes=0, long_episodes=0), (32, 32), 2)
+    assert "independent" not in small["action_following"]
