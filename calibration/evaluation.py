@@ -252,7 +252,8 @@ def cue_traces(bundle, test: Sequence[Recording], cfg: AsyncConfig, before_s: fl
     grid = np.round(np.arange(-before_s, after_s + 1e-9, cfg.step_s), 6)
     per: dict[str, list[np.ndarray]] = {}
     for rec in test:
-        windows = decode_recording(bundle, rec, adapt=bundle_adapt(bundle))
+        windows = decode_recording(bundle, rec, adapt=bundle_adapt(bundle),
+                                   adapt_alpha=cfg.adapt_alpha)
         t = np.array([w.end_count / bundle.sfreq for w in windows])
         P = np.array([w.probabilities for w in windows])
         ev = mapped_events(rec, cfg.label_map)

@@ -128,7 +128,9 @@ def decoder_control(bundle_path: str | Path, acquisition: Acquisition,
     bundle = load_bundle(bundle_path)
     if adapt is None:  # as its operating point was chosen (`yume train --asynchronous`)
         adapt = bundle.figures.get("adapt")
-    decoder = OnlineDecoder.from_bundle(bundle, adapt=None if adapt == "none" else adapt)
+    decoder = OnlineDecoder.from_bundle(bundle, adapt=None if adapt == "none" else adapt,
+                                        adapt_alpha=float(bundle.figures.get("adapt_alpha",
+                                                                             0.02)))
     decoder.bind(acquisition.info)
     config = config or PolicyConfig()
     point = bundle.figures.get("operating_point")

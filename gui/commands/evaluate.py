@@ -44,9 +44,9 @@ def add_parser(sub) -> None:
                         "ts_lr,csp_lda,mdm asynchronous)")
     p.add_argument("--async-pipelines", type=_csv, default=None,
                    help="candidates of the asynchronous decoder alone, comma-separated "
-                        "(default: --pipelines if given, else ts_lr,gated_ts_lr,csp_lda,mdm); "
-                        "rc_ts_lr is re-centred online while it is scored, as `yume run` "
-                        "then decodes with it")
+                        "(default: --pipelines if given, else rc_ts_lr); an rc_* candidate is "
+                        "re-centred online while it is scored, as `yume run` then decodes "
+                        "with it")
     p.add_argument("--windows", type=_lengths, default=None,
                    help="window lengths (s) the asynchronous decoder's pseudo-online CV "
                         "chooses between, comma-separated (default: 1,2)")

@@ -68,7 +68,9 @@ def add_parser(sub) -> None:
     p.add_argument("--map", dest="label_map", type=_mapping, default=None,
                    help="rename event labels first, e.g. T1=left_hand,T2=right_hand")
     p.add_argument("--pipelines", type=_csv, default=None,
-                   help="candidates (mi: csp_lda,fbcsp_lda,ts_lr,mdm; ssvep: cca,fbcca)")
+                   help="candidates (mi: csp_lda,fbcsp_lda,ts_lr,mdm; ssvep: cca,fbcca; "
+                        "--asynchronous mi: rc_ts_lr, re-centred online, or any of "
+                        "ts_lr,gated_ts_lr,csp_lda,mdm,rc_mdm)")
     p.add_argument("--band", type=_band, default=None,
                    help="pass band in Hz (default: 8-30 for mi, 6-40 for ssvep)")
     p.add_argument("--window", type=_window, default=(0.5, 2.5),

@@ -195,6 +195,7 @@ def test_yume_train_asynchronous_bundle_carries_its_operating_point_to_yume_run(
     assert "rest" in control.policy.classes
     # A re-centred bundle was scored adapting online, so yume run adapts unless told not to.
     assert control.decoder.adapt == "all" and control.decoder.window_n == 160  # 1 s at 160 Hz
+    assert control.decoder.adapt_alpha == AsyncConfig().adapt_alpha  # the step it was scored at
     off = decoder_control(tmp_path / "decoder", acq, publish=False, adapt="none")
     assert off.decoder.adapt is None
 
