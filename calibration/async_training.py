@@ -46,6 +46,8 @@ from calibration.pseudo_online import (
     score_commands,
 )
 from control.bundle import DecoderBundle
+from control.online import DecodedWindow
+from control.recentering import find_recenter
 
 logger = logging.getLogger(__name__)
 
@@ -207,20 +209,29 @@ def fit_bundle(name: str, X: np.ndarray, y: np.ndarray, ch_names: Sequence[str],
                          window_s=config.window_s, step_s=config.step_s, name=name)
 
 
-def score_grid(bundle: DecoderBundle, recording: Recording, config: AsyncConfig,
-               points: Sequence[OperatingPoint] | None = None) -> dict[OperatingPoint,
-                                                                       PseudoOnlineScore]:
-    """Pseudo-online score of ``recording`` at every operating point (one decoding).
+def decode_for_scoring(bundle: DecoderBundle, recording: Recording, config: AsyncConfig
+                       ) -> list[DecodedWindow]:
+    """The live decoder's windows of ``recording``, as :func:`score_grid` scores them.
 
     The recording is fed in 2 s blocks, so the live decoder decodes the windows due in a block
     together: the same windows as with an amplifier's 0.1 s blocks, probabilities equal to
     rounding (1e-15), two to four times faster. A re-centred pipeline (:func:`bundle_adapt`)
-    adapts online as in ``yume run --adapt all``, fed 0.1 s blocks.
+    adapts online as in ``yume run --adapt all``, fed 0.1 s blocks (it updates after each
+    batch it decodes).
     """
     adapt = bundle_adapt(bundle)
-    # An adapting decoder updates after each batch it decodes: it gets the live 0.1 s blocks.
-    windows = decode_recording(bundle, recording, chunk_s=2.0 if adapt is None else 0.1,
-                               adapt=adapt, adapt_alpha=config.adapt_alpha)
+    return decode_recording(bundle, recording, chunk_s=2.0 if adapt is None else 0.1,
+                            adapt=adapt, adapt_alpha=config.adapt_alpha)
+
+
+def score_grid(bundle: DecoderBundle, recording: Recording, config: AsyncConfig,
+               points: Sequence[OperatingPoint] | None = None,
+               windows: Sequence[DecodedWindow] | None = None
+               ) -> dict[OperatingPoint, PseudoOnlineScore]:
+    """Pseudo-online score of ``recording`` at every operating point (one decoding, by
+    :func:`decode_for_scoring`, or the ``windows`` it already gave)."""
+    if windows is None:
+        windows = decode_for_scoring(bundle, recording, config)
     events = mapped_events(recording, config.label_map)
     duration = recording_duration(recording)
     movement = [c for c in bundle.classes if c != config.rest_label]
@@ -232,10 +243,11 @@ def score_grid(bundle: DecoderBundle, recording: Recording, config: AsyncConfig,
 def bundle_adapt(bundle: DecoderBundle) -> str | None:
     """``"all"`` for a re-centred pipeline (it is meant to follow the new session online, as
     ``yume run --adapt all`` does), else None."""
-    from control.recentering import Recenter
-
-    steps = getattr(bundle.pipeline, "steps", None) or []
-    return "all" if any(isinstance(est, Recenter) for _, est in steps) else None
+    try:
+        find_recenter(bundle.pipeline)
+    except ValueError:
+        return None
+    return "all"
 
 
 @dataclass

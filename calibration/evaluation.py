@@ -29,14 +29,13 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from calibration.async_training import AsyncConfig, bundle_adapt, score_grid, train_async
+from calibration.async_training import AsyncConfig, decode_for_scoring, score_grid, train_async
 from calibration.dataset import DatasetError, Recording, epoch_recordings, load_recording
 from calibration.metrics import binomial_summary
 from calibration.pipelines import ASYNC_PIPELINES, make_pipeline, pipeline_names
 from calibration.pseudo_online import (
     OperatingPoint,
     PseudoOnlineScore,
-    decode_recording,
     mapped_events,
 )
 from calibration.training import TrainingConfig, train_decoder
@@ -184,8 +183,10 @@ class EvaluationResult:
 
 
 def _pooled(bundle, test: Sequence[Recording], cfg: AsyncConfig,
-            points: Sequence[OperatingPoint]) -> dict[OperatingPoint, PseudoOnlineScore]:
-    per = [score_grid(bundle, rec, cfg, points) for rec in test]
+            points: Sequence[OperatingPoint], windows: Sequence | None = None
+            ) -> dict[OperatingPoint, PseudoOnlineScore]:
+    per = [score_grid(bundle, rec, cfg, points, None if windows is None else windows[k])
+           for k, rec in enumerate(test)]
     return {p: PseudoOnlineScore.pooled([g[p] for g in per]) for p in points}
 
 
@@ -212,9 +213,10 @@ def evaluate(train: Sequence[str | Path | Recording], test: Sequence[str | Path 
     asy = train_async(train, acfg, progress=progress)
     chosen = asy.chosen.point
     sweep = [replace(chosen, threshold=float(t)) for t in acfg.thresholds]
+    decoded = [decode_for_scoring(asy.bundle, rec, acfg) for rec in test]  # once, for both
     scores = _pooled(asy.bundle, test, acfg, sorted(set(sweep) | {chosen},
-                                                    key=lambda p: p.threshold))
-    traces = cue_traces(asy.bundle, test, acfg)
+                                                    key=lambda p: p.threshold), decoded)
+    traces = cue_traces(asy.bundle, test, acfg, decoded)
     test_curve = [{"threshold": p.threshold, "hit_rate": s.hit_rate,
                    "wrong_rate": s.wrong_rate, "fa_per_min": s.fa_per_min}
                   for p, s in scores.items()]
@@ -241,19 +243,21 @@ def evaluate(train: Sequence[str | Path | Recording], test: Sequence[str | Path 
     return result
 
 
-def cue_traces(bundle, test: Sequence[Recording], cfg: AsyncConfig, before_s: float = 1.0,
+def cue_traces(bundle, test: Sequence[Recording], cfg: AsyncConfig,
+               decoded: Sequence | None = None, before_s: float = 1.0,
                after_s: float = 6.0) -> dict:
     """The decoder's probabilities around every test cue, by cue class (what a reviewer looks at
     before believing a hit rate).
 
     Each decoded window is placed at its end, relative to the onset of the cue it falls after;
     per cue class and decoder class the median and quartiles over cues are kept on a 0.25 s grid.
+    ``decoded``: each test recording's windows (:func:`decode_for_scoring`), if already made.
     """
     grid = np.round(np.arange(-before_s, after_s + 1e-9, cfg.step_s), 6)
     per: dict[str, list[np.ndarray]] = {}
-    for rec in test:
-        windows = decode_recording(bundle, rec, adapt=bundle_adapt(bundle),
-                                   adapt_alpha=cfg.adapt_alpha)
+    for k, rec in enumerate(test):
+        windows = (decoded[k] if decoded is not None
+                   else decode_for_scoring(bundle, rec, cfg))
         t = np.array([w.end_count / bundle.sfreq for w in windows])
         P = np.array([w.probabilities for w in windows])
         ev = mapped_events(rec, cfg.label_map)

@@ -552,9 +552,7 @@ class MainWindow(QtWidgets.QMainWindow):
     # -- timers -----------------------------------------------------------------------------
     def _show_next_frame(self) -> None:
         frames = self.server.frames(limit=1)  # one frame per tick: the world's own pace
-        action = self.server.action
-        moving = not (action.is_idle and not self.server.idle_steps)
-        if self.pace.tick(time.perf_counter(), bool(frames), moving):
+        if self.pace.tick(time.perf_counter(), bool(frames), self.server.moving):
             pace = self.pace.state()
             self._log("generation_behind", shown_fps=round(pace.shown_fps, 1),
                       target_fps=pace.target_fps,

@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from world.protocol import WS_PATH, ServiceError
+from world.protocol import WS_PATH, ServiceError, ws_url
 from world.service import ServiceConfig, WorldService, check_bind
 
 APP_NAME = "yume-world"
@@ -456,12 +456,7 @@ class ClusterService:
     @property
     def url(self) -> str:
         """The WebSocket address of the sessions (``ws://host:port/ws``)."""
-        host = self.config.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        elif ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"ws://{host}:{self.port}{WS_PATH}"
+        return ws_url(self.config.host, self.port)
 
     @property
     def http_url(self) -> str:

@@ -266,6 +266,7 @@ def honest_evaluate(generate: Generator | None, config: HonestConfig | None = No
     cam = SandboxCamera(*resolution)
     warp = CameraWarp(cam)
     judge = GeometricJudge(cam, fpc)
+    flow = _flow_judge(resolution, fpc)  # read once, used by both parts
     seeds = fresh_scene_seeds(cfg.episodes + cfg.loop_episodes + cfg.long_episodes, cfg.seed)
     s_h = seeds[:cfg.episodes]
     s_loop = seeds[cfg.episodes:cfg.episodes + cfg.loop_episodes]
@@ -279,13 +280,13 @@ def honest_evaluate(generate: Generator | None, config: HonestConfig | None = No
                                "downsample": judge.downsample}}
     if cfg.episodes > 0:
         results.update(_horizon_part(cfg, s_h, resolution, fpc, warp, judge, generate,
-                                     world_factory, idm))
+                                     world_factory, idm, flow))
     if cfg.loop_episodes > 0 and cfg.loop_ks:
         results["loop_closure"] = _loop_part(cfg, s_loop, resolution, fpc, warp, generate,
                                              world_factory)
     if cfg.long_episodes > 0 and cfg.long_chunks > 0:
         long_part, drive = _long_part(cfg, s_long, resolution, fpc, warp, judge, generate,
-                                      world_factory)
+                                      world_factory, flow)
         results["long_horizon"] = long_part
     else:
         drive = None
@@ -325,7 +326,7 @@ def _to_ceiling(model: dict, truth: dict) -> dict:
 
 
 def _horizon_part(cfg, seeds, resolution, fpc, warp, judge, generate, world_factory,
-                  idm) -> dict:
+                  idm, flow=None) -> dict:
     clips = ground_truth_episodes(seeds, cfg.horizon, resolution, fpc, seed=cfg.seed,
                                   world_factory=world_factory)
     p = _Predictors(clips, cfg.horizon, fpc, warp, generate)
@@ -353,7 +354,6 @@ def _horizon_part(cfg, seeds, resolution, fpc, warp, judge, generate, world_fact
     if "model" in p.videos:
         follow["model"] = judge_scores(
             judge.predict(*_pairs(p.first, p.videos["model"], fpc), pitch), acts)
-    flow = _flow_judge(resolution, fpc)
     if flow is not None:
         # The independent reading: the geometric judge above shares the warp the mvdt-warp
         # model is conditioned on; this one was trained apart from every model and judge.
@@ -401,7 +401,7 @@ def _loop_part(cfg, seeds, resolution, fpc, warp, generate, world_factory) -> di
     return {"episodes": n, "rows": rows, "identical_db": IDENTICAL_DB}
 
 
-def _long_part(cfg, seeds, resolution, fpc, warp, judge, generate, world_factory):
+def _long_part(cfg, seeds, resolution, fpc, warp, judge, generate, world_factory, flow=None):
     clips = ground_truth_episodes(seeds, cfg.long_chunks, resolution, fpc, seed=cfg.seed + 1,
                                   world_factory=world_factory)
     p = _Predictors(clips, cfg.long_chunks, fpc, warp, generate)
@@ -412,7 +412,6 @@ def _long_part(cfg, seeds, resolution, fpc, warp, judge, generate, world_factory
         reads["model"] = judge.predict(*_pairs(p.first, p.videos["model"], fpc),
                                        pitch.reshape(-1))
     reads = {k: v.reshape(b, n, 2) for k, v in reads.items()}
-    flow = _flow_judge(resolution, fpc)
     flow_reads = ({k: _flow_read(flow, p.first, v, fpc).reshape(b, n, 2) for k, v in
                    (("truth", p.truth), ("model", p.videos.get("model"))) if v is not None}
                   if flow is not None else {})

@@ -64,6 +64,16 @@ class OpenLimits(Protocol):
     max_upload_bytes: int
 
 
+def ws_url(host: str, port: int) -> str:
+    """The WebSocket address of sessions served on ``host:port`` (a wildcard bind is reached
+    on loopback; an IPv6 literal gets its brackets)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"ws://{host}:{port}{WS_PATH}"
+
+
 def parse_request(text: str | None) -> dict:
     """A request message (JSON text) as a dict with a string ``"type"``.
 

@@ -108,6 +108,14 @@ class WorldServer:
                 break
         return out
 
+    def _moves(self, action: Action) -> bool:
+        return not (action.is_idle and not self.idle_steps)
+
+    @property
+    def moving(self) -> bool:
+        """The world is being stepped (not asked to stand still)."""
+        return self._moves(self.action)
+
     def generation_fps(self) -> float:
         """Frames generated per second of compute over the recent chunks."""
         if not self.chunk_seconds:
@@ -127,13 +135,13 @@ class WorldServer:
     def _run(self) -> None:
         self._loop()
         action = self.action
-        if action.is_idle and not self.idle_steps:  # stopped while asked to stand still
+        if not self._moves(action):  # stopped while asked to stand still
             self._note_still(action)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             action = self.action
-            if action.is_idle and not self.idle_steps:
+            if not self._moves(action):
                 self._note_still(action)
                 self._wake.wait(0.05)
                 self._wake.clear()

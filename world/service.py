@@ -80,6 +80,7 @@ from world.protocol import (
     parse_open,
     parse_request,
     stamp_frame,
+    ws_url,
 )
 from world.registry import available_worlds, make_world
 from world.service_viewer import viewer_html
@@ -527,12 +528,7 @@ class WorldService:
     @property
     def url(self) -> str:
         """The WebSocket address of the service (``ws://host:port/ws``)."""
-        host = self.config.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        elif ":" in host and not host.startswith("["):
-            host = f"[{host}]"
-        return f"ws://{host}:{self.port}{WS_PATH}"
+        return ws_url(self.config.host, self.port)
 
     def start(self) -> WorldService:
         """Serve in a background thread; returns once the port accepts connections."""

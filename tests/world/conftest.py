@@ -21,3 +21,16 @@ def tiny():
     """A randomly initialised tiny MVDT (seeded), in eval mode."""
     torch.manual_seed(0)
     return MVDTModel(preset("tiny")).eval()
+
+
+@pytest.fixture(scope="module", params=["yume-5b-720p", "yume-i2v-540p"])
+def wan_pair(request):
+    """(family, transformer, VAE): tiny random Wan models of the 5B and the 14B-I2V structure."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    from world.wan import tiny_family
+
+    fam = tiny_family(request.param)
+    torch.manual_seed(0)
+    return fam, WanTransformer3DModel(**fam.transformer).eval(), AutoencoderKLWan(
+        **fam.vae).eval()

@@ -6,14 +6,12 @@ starts a TI2V world."""
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
 from control.actions import action_prompt, parse_action
 from control.motion import CameraState
 from world.base import WorldError
 from world.images import fit_image
 from world.mvdt.memory import HistorySlot, history_plan, history_token_count
-from world.wan import tiny_family
 from world.wan.engine import WanWorld
 from world.wan.history import WanHistory, chunk_positions, history_config, rope_at, token_velocity
 from world.wan.prompts import save_prompt_cache
@@ -22,16 +20,8 @@ SIZE = 64  # pixels: 4x4 latents (5B, x16) or 8x8 (14B I2V, x8)
 SCHEDULE = [[2, 2], [2, 4], [2, 8]]  # a short table, so a 12-step run reaches its bound
 
 
-@pytest.fixture(scope="module", params=["yume-5b-720p", "yume-i2v-540p"])
-def pair(request):
-    fam = tiny_family(request.param)
-    torch.manual_seed(0)
-    return fam, WanTransformer3DModel(**fam.transformer).eval(), AutoencoderKLWan(
-        **fam.vae).eval()
-
-
-def _world(pair, **kw):
-    _, tr, vae = pair
+def _world(wan_pair, **kw):
+    _, tr, vae = wan_pair
     return WanWorld(transformer=tr, vae=vae, height=SIZE, width=SIZE, num_steps=1,
                     device="cpu", **kw)
 
@@ -42,8 +32,8 @@ def _clip(n, seed=0):
     return [np.clip(base + 12 * i, 0, 255).astype(np.uint8) for i in range(n)]
 
 
-def test_rope_at_integer_positions_is_diffusers_rope(pair):
-    _, tr, _ = pair
+def test_rope_at_integer_positions_is_diffusers_rope(wan_pair):
+    _, tr, _ = wan_pair
     hidden = torch.zeros(1, tr.config.in_channels, 3, 8, 6)
     ref_cos, ref_sin = tr.rope(hidden)
     cos, sin = rope_at(tr.rope, chunk_positions(0, 3, 8, 6, (2, 2)))
@@ -55,9 +45,9 @@ def test_rope_at_integer_positions_is_diffusers_rope(pair):
     assert torch.all(half.abs() < ref_sin[0, 4 * 3, 0, : tr.rope.t_dim].abs() + 1e-9)
 
 
-def test_token_path_without_compression_is_diffusers_forward(pair):
+def test_token_path_without_compression_is_diffusers_forward(wan_pair):
     """A plan that keeps every frame at the base patch gives diffusers' numbers."""
-    fam, tr, _ = pair
+    fam, tr, _ = wan_pair
     g = torch.Generator().manual_seed(1)
     n, f, h = 3, 2, 8
     x = torch.randn(1, tr.config.in_channels, n + f, h, h, generator=g)
@@ -82,10 +72,10 @@ def test_token_path_without_compression_is_diffusers_forward(pair):
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-4)
 
 
-def test_context_stays_bounded_over_a_long_run(pair):
-    fam, _, _ = pair
-    world = _world(pair, history_schedule=SCHEDULE, seed=2)
-    baseline = _world(pair, history="recent", context_latent_frames=64, seed=2)
+def test_context_stays_bounded_over_a_long_run(wan_pair):
+    fam, _, _ = wan_pair
+    world = _world(wan_pair, history_schedule=SCHEDULE, seed=2)
+    baseline = _world(wan_pair, history="recent", context_latent_frames=64, seed=2)
     world.reset(image=_clip(1)[0])
     baseline.reset(image=_clip(1)[0])
     bound = world.memory.max_tokens()
@@ -103,10 +93,10 @@ def test_context_stays_bounded_over_a_long_run(pair):
     assert chunk.info["context_latent_frames"] == 7 and chunk.info["history"] == "compressed"
 
 
-def test_a_clip_becomes_the_planned_context(pair):
-    fam, _, _ = pair
+def test_a_clip_becomes_the_planned_context(wan_pair):
+    fam, _, _ = wan_pair
     clip = _clip(22)  # trimmed to 1 + 4k = 21 frames -> 6 latent frames
-    world = _world(pair, history_schedule=[[1, 2], [2, 4]], seed=0)
+    world = _world(wan_pair, history_schedule=[[1, 2], [2, 4]], seed=0)
     first = world.reset(clip=clip)
     assert first.info["source"] == "clip" and first.info["clip_frames"] == 21
     np.testing.assert_array_equal(first.frames[0], fit_image(clip[-1], SIZE, SIZE))
@@ -126,13 +116,13 @@ def test_a_clip_becomes_the_planned_context(pair):
         world.reset(image=clip[0], clip=clip)
 
 
-def test_text_alone_starts_a_ti2v_world(pair, tmp_path):
-    fam, tr, vae = pair
+def test_text_alone_starts_a_ti2v_world(wan_pair, tmp_path):
+    fam, tr, vae = wan_pair
     scenes = ["A rainy street at night.", "A sunny beach."]
     g = torch.Generator().manual_seed(5)
     cache = save_prompt_cache(tmp_path / "p.safetensors", {
         t: torch.randn(512, tr.config.text_dim, generator=g) for t in scenes})
-    world = _world(pair, prompt_cache=cache, prompt=scenes[0], seed=4)
+    world = _world(wan_pair, prompt_cache=cache, prompt=scenes[0], seed=4)
     if fam.conditioning == "concat":
         with pytest.raises(WorldError, match="cannot start from text alone"):
             world.reset()
@@ -142,7 +132,7 @@ def test_text_alone_starts_a_ti2v_world(pair, tmp_path):
     assert len(world.memory) == 1
     other = world.reset(prompt=scenes[1])
     assert not np.array_equal(first.frames, other.frames)  # the text conditions the frame
-    again = _world(pair, prompt_cache=cache, seed=4).reset(prompt=scenes[0])
+    again = _world(wan_pair, prompt_cache=cache, seed=4).reset(prompt=scenes[0])
     np.testing.assert_array_equal(again.frames, first.frames)
     chunk = world.step(parse_action("W"))
     assert chunk.frames.shape == (4, SIZE, SIZE, 3)

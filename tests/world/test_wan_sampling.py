@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
 from control.actions import Action, action_prompt, parse_action
 from world.base import WorldError
 from world.mvdt.cache import ResidualCache
 from world.mvdt.memory import history_plan, interpolated_kernel, tokens_per_slot
 from world.mvdt.samplers import SAMPLERS
-from world.wan import tiny_family
 from world.wan.engine import WanWorld
 from world.wan.history import WanHistory, history_config, token_velocity, trained_kernels
 from world.wan.loading import load_transformer, save_transformer, save_vae
@@ -27,16 +25,8 @@ SIZE = 64  # pixels: 4x4 latents (5B, x16) or 8x8 (14B I2V, x8)
 IMAGE = np.full((80, 120, 3), 128, np.uint8)
 
 
-@pytest.fixture(scope="module", params=["yume-5b-720p", "yume-i2v-540p"])
-def pair(request):
-    fam = tiny_family(request.param)
-    torch.manual_seed(0)
-    return fam, WanTransformer3DModel(**fam.transformer).eval(), AutoencoderKLWan(
-        **fam.vae).eval()
-
-
-def _world(pair, **kw):
-    _, tr, vae = pair
+def _world(wan_pair, **kw):
+    _, tr, vae = wan_pair
     kw.setdefault("num_steps", 1)
     return WanWorld(transformer=tr, vae=vae, height=SIZE, width=SIZE, device="cpu", **kw)
 
@@ -47,10 +37,10 @@ def _clip(n, seed=0):
     return [np.clip(base + 12 * i, 0, 255).astype(np.uint8) for i in range(n)]
 
 
-def _prompts(pair, tmp_path, actions):
+def _prompts(wan_pair, tmp_path, actions):
     """A prompt cache with a distinct random embedding for each action's prompt (so guidance
     has something to push from; uncached texts such as the empty negative embed as zeros)."""
-    fam, tr, _ = pair
+    fam, tr, _ = wan_pair
     g = torch.Generator().manual_seed(7)
     texts = {action_prompt(parse_action(a) if isinstance(a, str) else a, fam.prompt_template)
              for a in actions}
@@ -64,11 +54,11 @@ def _count_calls(tr):
     return calls, tr.condition_embedder.register_forward_hook(lambda *a: calls.append(1))
 
 
-def test_euler_step_is_the_transformers_velocity(pair):
+def test_euler_step_is_the_transformers_velocity(wan_pair):
     """One Euler step from sigma 1 is noise - v(noise, t = 1000): the sampler drives the
     transformer itself, at Wan's timestep scale."""
-    fam, tr, _ = pair
-    world = _world(pair, seed=5)
+    fam, tr, _ = wan_pair
+    world = _world(wan_pair, seed=5)
     world.reset(image=IMAGE)
     history = world.memory.latents()
     g = torch.Generator().manual_seed(5)  # the world's noise, drawn in the same order
@@ -91,11 +81,11 @@ def test_euler_step_is_the_transformers_velocity(pair):
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
-def test_every_mvdt_sampler_runs_on_a_wan_transformer(pair, tmp_path, name):
-    fam, tr, _ = pair
-    cache = _prompts(pair, tmp_path, ["W →"])
+def test_every_mvdt_sampler_runs_on_a_wan_transformer(wan_pair, tmp_path, name):
+    fam, tr, _ = wan_pair
+    cache = _prompts(wan_pair, tmp_path, ["W →"])
     params = {"num_steps": 3, "guidance_scale": 2.0}
-    world = _world(pair, sampler=name, sampler_params=params, prompt_cache=cache, seed=1)
+    world = _world(wan_pair, sampler=name, sampler_params=params, prompt_cache=cache, seed=1)
     world.reset(image=IMAGE)
     calls, hook = _count_calls(tr)
     try:
@@ -112,13 +102,13 @@ def test_every_mvdt_sampler_runs_on_a_wan_transformer(pair, tmp_path, name):
     assert chunk.info["negative_prompt"] == ""
 
 
-def test_samplers_reduce_to_euler_on_wan(pair, tmp_path):
+def test_samplers_reduce_to_euler_on_wan(wan_pair, tmp_path):
     """TTS-SDE without noise or travel and AAM without replaced steps are exactly Euler on a
     Wan transformer; with them, they differ."""
-    cache = _prompts(pair, tmp_path, ["W →"])
+    cache = _prompts(wan_pair, tmp_path, ["W →"])
 
     def run(name, **params):
-        world = _world(pair, sampler=name, prompt_cache=cache, seed=2,
+        world = _world(wan_pair, sampler=name, prompt_cache=cache, seed=2,
                        sampler_params={"num_steps": 3, "guidance_scale": 2.0, **params})
         world.reset(image=IMAGE)
         world.step("W →")
@@ -131,10 +121,10 @@ def test_samplers_reduce_to_euler_on_wan(pair, tmp_path):
     assert not torch.allclose(run("aam", steps_replaced=2), euler)
 
 
-def test_recent_history_samples_with_the_same_samplers(pair):
-    world = _world(pair, history="recent", sampler="tts-sde",
+def test_recent_history_samples_with_the_same_samplers(wan_pair):
+    world = _world(wan_pair, history="recent", sampler="tts-sde",
                    sampler_params={"num_steps": 3, "eta": 0.0, "interval": 0})
-    euler = _world(pair, history="recent", num_steps=3)
+    euler = _world(wan_pair, history="recent", num_steps=3)
     for w in (world, euler):
         w.reset(image=IMAGE, seed=4)
     a, b = world.step("W"), euler.step("W")
@@ -142,11 +132,11 @@ def test_recent_history_samples_with_the_same_samplers(pair):
     np.testing.assert_array_equal(a.frames, b.frames)
 
 
-def test_sampler_spec_from_the_checkpoint_folder(pair, tmp_path):
+def test_sampler_spec_from_the_checkpoint_folder(wan_pair, tmp_path):
     (tmp_path / "sampler.json").write_text(json.dumps({
         "name": "tts-sde", "params": {"num_steps": 2, "eta": 0.0, "guidance_scale": 1.5},
         "negative": "still"}))
-    _, tr, vae = pair
+    _, tr, vae = wan_pair
     kw = {"transformer": tr, "vae": vae, "height": SIZE, "width": SIZE, "device": "cpu"}
     world = WanWorld(tmp_path, **kw)
     assert (world.sampler.name, world.num_steps, world.guidance_scale, world.negative) == (
@@ -166,13 +156,13 @@ def test_sampler_spec_from_the_checkpoint_folder(pair, tmp_path):
         WanWorld(num_steps=0, **kw)
 
 
-def test_still_negative_drops_the_translation_key(pair, tmp_path):
-    fam, _, _ = pair
+def test_still_negative_drops_the_translation_key(wan_pair, tmp_path):
+    fam, _, _ = wan_pair
     still = Action("·", "→")
-    cache = _prompts(pair, tmp_path, ["W →", still])
+    cache = _prompts(wan_pair, tmp_path, ["W →", still])
 
     def run(negative, action):
-        world = _world(pair, num_steps=2, guidance_scale=3.0, negative=negative,
+        world = _world(wan_pair, num_steps=2, guidance_scale=3.0, negative=negative,
                        prompt_cache=cache, seed=3)
         world.reset(image=IMAGE)
         return world.step(action)
@@ -186,8 +176,8 @@ def test_still_negative_drops_the_translation_key(pair, tmp_path):
     np.testing.assert_array_equal(turn.frames, run("null", "→").frames)
 
 
-def test_token_path_cache_reuses_block_residuals(pair):
-    fam, tr, _ = pair
+def test_token_path_cache_reuses_block_residuals(wan_pair):
+    fam, tr, _ = wan_pair
     g = torch.Generator().manual_seed(1)
     h = 8
     memory = WanHistory(history_config(h, h, fam.latent_channels, schedule=[[2, 2], [1, 4]]))
@@ -218,11 +208,11 @@ def test_token_path_cache_reuses_block_residuals(pair):
     assert on.skipped == n and not torch.equal(reused, ref_b)
 
 
-def test_world_cache_skips_blocks_across_sampler_steps(pair):
-    _, tr, _ = pair
+def test_world_cache_skips_blocks_across_sampler_steps(wan_pair):
+    _, tr, _ = wan_pair
     n = len(tr.blocks)
-    plain = _world(pair, num_steps=4, seed=6)
-    cached = _world(pair, num_steps=4, seed=6, cache_blocks=range(n), cache_reuse=1)
+    plain = _world(wan_pair, num_steps=4, seed=6)
+    cached = _world(wan_pair, num_steps=4, seed=6, cache_blocks=range(n), cache_reuse=1)
     for w in (plain, cached):
         w.reset(image=IMAGE)
     a, b = plain.step("W"), cached.step("W")
@@ -233,15 +223,15 @@ def test_world_cache_skips_blocks_across_sampler_steps(pair):
     assert 0 < diff and float((za - zb).norm() / za.norm()) < 0.5
     # AAM samples twice from sigma = 1 (unguided, then guided): each pass, cond and uncond
     # keep their own residuals, so 3 calls a pass reuse once (not across the restart).
-    aam = _world(pair, sampler="aam", seed=6, cache_blocks=range(n), cache_reuse=1,
+    aam = _world(wan_pair, sampler="aam", seed=6, cache_blocks=range(n), cache_reuse=1,
                  sampler_params={"num_steps": 3, "guidance_scale": 2.0, "steps_replaced": 1})
     aam.reset(image=IMAGE)
     info = aam.step("W").info
     assert info["model_evals"] == 9 and info["cache_skipped"] == 3 * n
     with pytest.raises(WorldError, match="compressed history"):
-        _world(pair, history="recent", cache_blocks=[0], cache_reuse=1)
+        _world(wan_pair, history="recent", cache_blocks=[0], cache_reuse=1)
     with pytest.raises(WorldError, match="not blocks of this transformer"):
-        _world(pair, cache_blocks=[n], cache_reuse=1)
+        _world(wan_pair, cache_blocks=[n], cache_reuse=1)
 
 
 def _yume_extras(tr, seed=0):
@@ -268,8 +258,8 @@ def _slot_tokens(tokens, plan, h, w, patch=(2, 2)):
     return out
 
 
-def test_trained_history_kernels_embed_their_slots(pair, tmp_path):
-    fam, tr, _ = pair
+def test_trained_history_kernels_embed_their_slots(wan_pair, tmp_path):
+    fam, tr, _ = wan_pair
     extras = _yume_extras(tr)
     save_transformer(tr, tmp_path / "yume", "original", extras=extras)
     loaded = load_transformer(tmp_path / "yume")  # Yume layout: the extras come back
@@ -325,10 +315,10 @@ def test_trained_history_kernels_embed_their_slots(pair, tmp_path):
         trained_kernels({"patch_embedding_8x.bias": extras["patch_embedding_2x.bias"]}, model)
 
 
-def test_a_yume_checkpoints_kernels_enter_generation(pair, tmp_path):
+def test_a_yume_checkpoints_kernels_enter_generation(wan_pair, tmp_path):
     """A pipeline folder whose Yume-layout transformer carries history convolutions: the world
     embeds with them, and its chunks differ from the same weights without them."""
-    fam, tr, vae = pair
+    fam, tr, vae = wan_pair
     save_transformer(tr, tmp_path / "transformer", "original", extras=_yume_extras(tr))
     save_vae(vae, tmp_path / "vae")
     schedule = [[1, 2], [2, 4], [2, 8]]
