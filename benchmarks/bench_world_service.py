@@ -85,15 +85,40 @@ def start_service(threads: int, root: Path = ROOT) -> tuple[subprocess.Popen, st
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds used so far by process ``pid`` (all its threads, ever).
+    """User + system CPU seconds used so far by process ``pid`` and its living descendants
+    (the service's engine processes and their fork server), all threads.
 
-    The kernel's CPU-time clock of the process (nanoseconds) where it can be read, else the
-    clock-tick counters of ``/proc/PID/stat`` (10 ms steps).
+    Read at the start and the end of a block, the difference is the CPU the service spent in
+    it, wherever it ran (a process that ended within the block would be missed: none does).
     """
-    clock = _process_clock(pid)
-    if clock is not None:
-        return time.clock_gettime(clock)
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(_process_cpu(p) for p in [pid, *descendants(pid)])
+
+
+def descendants(pid: int) -> list[int]:
+    """Process ids of the living children of ``pid``, their children, and so on."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            out.extend(kids)
+            todo.extend(kids)
+    return out
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds of one process: the kernel's CPU-time clock of the process (nanoseconds)
+    where it can be read, else the clock-tick counters of ``/proc/PID/stat`` (10 ms steps)."""
+    try:
+        clock = _process_clock(pid)
+        if clock is not None:
+            return time.clock_gettime(clock)
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # it has just ended
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -26,10 +26,15 @@ generation and send times, camera pose, frames dropped so far) followed by the p
 (``height * width * 3`` bytes) or a PNG file. Bad requests get ``{"type": "error", "message":
 ...}`` with one sentence, and the session (and the service) stays up.
 
-Each session runs its engine in its own thread, which also encodes the frames (a paced session
-has a second thread that releases them at the world's pace), so the event loop never waits for
-an engine and only stamps and sends ready-made messages; what it writes in one pass (a
-batch of frames) reaches the socket in one system call (:mod:`world.service_writes`).
+Each session runs its engine in a process of its own (:mod:`world.engine_process`; with
+``engine_process=False``, in a thread of the service), where a
+:class:`~world.service_worker.GenerationWorker` steps it and encodes the frames (a paced
+session has a second thread that releases them at the world's pace). The event loop never
+waits for an engine, shares no interpreter lock with one, and only stamps and sends
+ready-made messages; the frames of one hand-off arrive as one message on the engine's pipe,
+and what the loop writes in one pass (a batch of frames) reaches the socket in one system
+call (:mod:`world.service_writes`). An engine process that dies ends its session with a
+sentence to the client; the service and the other sessions go on.
 Frames for a client wait in a queue of :attr:`ServiceConfig.queue_frames` (2) frames (unpaced
 sessions: at least a chunk and :data:`UNPACED_QUEUE`, as a fast engine's frames are handed
 over a few at a time): when the client does not keep up, the oldest is dropped and counted,
@@ -44,11 +49,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import ipaddress
 import json
 import logging
-import queue
 import socket
 import threading
 import time
@@ -57,7 +62,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import uvicorn
 from fastapi import FastAPI, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
@@ -65,6 +69,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from control.actions import IDLE, Action, ActionError, parse_action
 from world.base import Chunk, WorldEngine, WorldError
+from world.engine_process import ProcessWorker, ProcessWorld
 from world.protocol import (
     FORMATS,
     HEADER,
@@ -84,6 +89,7 @@ from world.protocol import (
 )
 from world.registry import available_worlds, make_world
 from world.service_viewer import viewer_html
+from world.service_worker import GenerationWorker
 from world.service_writes import SEND_BINARY, CoalescingWebSocketProtocol
 
 __all__ = [
@@ -158,6 +164,11 @@ class ServiceConfig:
         event loop are handed over together, so that a fast engine wakes the loop once per few
         frames, not once per frame (each wake-up costs about 0.1 ms of CPU in thread switches
         and the GIL, a tenth of a 64x64 sandbox frame). 0: every chunk at once.
+    engine_process : bool
+        Run each session's engine in a process of its own (:class:`world.engine_process.
+        ProcessWorld`), so that the event loop and the engines do not take turns with one
+        interpreter lock, and a crashed engine ends only its session. False: engines run in
+        threads of the service process (each session opens faster).
     socket_buffer : int or None
         Kernel send/receive buffer of each connection in bytes (None: the kernel's
         auto-tuning, which lets several megabytes pile up for a slow client before frames are
@@ -180,6 +191,7 @@ class ServiceConfig:
     max_upload_bytes: int = 8 * 1024 * 1024
     queue_frames: int = 2
     batch_s: float = 0.01
+    engine_process: bool = True
     socket_buffer: int | None = 256 * 1024
     open_timeout: float = 10.0
     ping_interval: float = 5.0
@@ -202,14 +214,16 @@ class ServiceConfig:
 
 
 class Session:
-    """One client's world: its engine, generation and pacing threads and its frame queue.
+    """One client's world: its engine, the worker that makes its frames, and its frame queue.
 
     Parameters
     ----------
     sid : int
         Session number (for logs and stats).
     engine : WorldEngine
-        The world, already reset.
+        The world, already reset; a :class:`world.engine_process.ProcessWorld` makes its
+        frames in its own process (:class:`world.engine_process.ProcessWorker`), any other
+        engine in threads of this one (:class:`world.service_worker.GenerationWorker`).
     first : Chunk
         The reset chunk, sent first.
     loop : asyncio.AbstractEventLoop
@@ -248,18 +262,15 @@ class Session:
         self.generated = 0
         self.sent = 0
         self.dropped = 0
-        self.chunks = 0
         self.error: str | None = None
-        self._action = IDLE
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        # The next chunk, generated while the current one plays (never more than one ahead).
-        self._chunks: queue.Queue = queue.Queue(maxsize=1)
-        self._taken = threading.Event()
-        self._taken.set()
-        self._next_due = 0.0  # perf_counter time the next chunk's first frame is due
-        self._threads: list[threading.Thread] = []
+        self._loop_thread: int | None = None  # set by start(), which runs on the loop
+        options = dict(fmt=fmt, pace=pace, batch_s=self.batch_s,
+                       queue_frames=self.queue_frames, label=f"session-{sid}")
+        fail = functools.partial(self._to_loop, self._fail)
+        self.worker: GenerationWorker | ProcessWorker = (
+            ProcessWorker(engine, self._post, fail, loop=loop, **options)
+            if isinstance(engine, ProcessWorld) else
+            GenerationWorker(engine, self._post, fail, **options))
         self._first = first
         seed = first.info.get("seed")
         self.seed = None if seed is None else int(seed)
@@ -267,26 +278,21 @@ class Session:
 
     # -- called on the event loop
     def start(self) -> None:
-        """Queue the first frame and start the generation (and, paced, the pacing) thread."""
+        """Queue the first frame and start the worker."""
+        self._loop_thread = threading.get_ident()
         f = self._first
         self._post([encode_frame(f.frames[0], f.poses[0], chunk=0, index=0, offset=0,
                                  action=IDLE, world_time=float(f.timestamps[0]),
                                  generated=time.time(), fmt=self.fmt)])
-        # Unpaced, frames go to the client as they are made: the generator posts them itself,
-        # with no hand-off to a second thread per chunk.
-        workers = [(self._generate, "gen")] + ([(self._release, "pace")] if self.pace else [])
-        for target, name in workers:
-            t = threading.Thread(target=target, name=f"world-session-{self.sid}-{name}",
-                                 daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.worker.start()
 
     def _post(self, frames: list[bytearray], wake: bool = True) -> None:
         """Append frames for the client, dropping the oldest beyond the queue's size.
 
-        Called from the generation or pacing thread (and once from the event loop). With
-        ``wake`` the event loop is told (once until it has looked: not once per frame);
-        without, the frames wait for the next call that wakes it.
+        Called by the worker (from its threads, or on the event loop for a worker in another
+        process) and once from the event loop. With ``wake`` the event loop is told (once
+        until it has looked: not once per frame); without, the frames wait for the next call
+        that wakes it.
         """
         with self._out_lock:
             self.generated += len(frames)
@@ -299,7 +305,10 @@ class Session:
             else:
                 wake = False  # the loop is already told (or is not to be yet)
         if wake:
-            self._to_loop(self._wake_sender)
+            if threading.get_ident() == self._loop_thread:
+                self._wake_sender()  # a worker in another process: posted on the loop already
+            else:
+                self._to_loop(self._wake_sender)
 
     def _wake_sender(self) -> None:
         with self._out_lock:
@@ -328,22 +337,20 @@ class Session:
     @property
     def action(self) -> Action:
         """The action the next chunk is generated with."""
-        with self._lock:
-            return self._action
+        return self.worker.action
+
+    @property
+    def chunks(self) -> int:
+        """Chunks generated so far."""
+        return self.worker.chunks
 
     def set_action(self, action: Action) -> None:
         """Make ``action`` the newest action (it replaces any other not yet used)."""
-        with self._lock:
-            self._action = action
-        self._wake.set()
+        self.worker.set_action(action)
 
     def stop(self) -> None:
-        """Stop the threads and release the engine (blocks up to a few seconds)."""
-        self._stop.set()
-        self._wake.set()
-        for t in self._threads:
-            t.join(timeout=10.0)
-        self._threads = []
+        """Stop the worker and release the engine (blocks up to a few seconds)."""
+        self.worker.stop()
         try:
             self.engine.close()
         except Exception:  # closing must not take the service down
@@ -352,99 +359,6 @@ class Session:
     def _to_loop(self, fn, *args) -> None:
         with contextlib.suppress(RuntimeError):  # the loop has closed: the service is ending
             self.loop.call_soon_threadsafe(fn, *args)
-
-    # -- worker threads
-    def _generate(self) -> None:
-        """Step the engine and encode its frames, one chunk ahead of the one being played and
-        as late as possible.
-
-        Paced, a chunk is started when the pacer takes the previous one, but not before its
-        frames would be due minus the expected time to make it: the action is read at the last
-        moment, so a fast engine (the sandbox) answers within about a frame, while a slow one
-        (MVDT on a CPU) generates the next chunk while the current one plays. Unpaced, the
-        frames are posted to the client as soon as they are encoded.
-        """
-        estimate = 0.0  # seconds per chunk (step + encoding), decaying from the slowest recent
-        index = 0
-        held = 0  # unpaced: frames posted since the event loop was last woken
-        handed = 0.0  # unpaced: perf_counter time of that wake-up
-        while not self._stop.is_set():
-            if self.pace:
-                if not self._taken.wait(0.1):
-                    continue
-                start = self._next_due - (1.5 * estimate + 0.004)
-                delay = start - time.perf_counter()
-                if delay > 0 and self._stop.wait(min(delay, 2.0)):
-                    return
-            action = self.action
-            if action.is_idle:
-                if held:
-                    self._post([])  # nothing more is coming: hand over what waits
-                    held = 0
-                self._wake.wait(0.1)
-                self._wake.clear()
-                continue
-            if self.pace:
-                self._taken.clear()
-            t0 = time.perf_counter()
-            try:
-                chunk = self.engine.step(action)
-                done = time.time()
-                chunk_id = self.chunks + 1
-                stamps = np.asarray(chunk.timestamps, dtype=np.float64)
-                frames = []
-                for i in range(len(chunk)):
-                    index += 1
-                    frames.append(encode_frame(
-                        chunk.frames[i], chunk.poses[i], chunk=chunk_id, index=index, offset=i,
-                        action=chunk.action, world_time=float(stamps[i]), generated=done,
-                        fmt=self.fmt))
-            except Exception as err:  # the service stays up; the client gets the sentence
-                logger.exception("world session %d failed", self.sid)
-                if held:
-                    self._post([])
-                self._to_loop(self._fail, f"The world engine failed: {err}")
-                return
-            now = time.perf_counter()
-            dt = now - t0
-            estimate = dt if dt > estimate else 0.9 * estimate + 0.1 * dt
-            self.chunks = chunk_id
-            if self.pace:
-                self._chunks.put((stamps, frames))
-                continue
-            # Unpaced: keep these frames for the next chunk's hand-off if that one is expected
-            # within batch_s of the last wake-up and both fit in half the queue; otherwise
-            # wake the event loop now (always the first chunk after a pause).
-            held += len(frames)
-            keep = (held + len(frames) <= self.queue_frames // 2
-                    and now + estimate - handed < self.batch_s)
-            self._post(frames, wake=not keep)
-            if not keep:
-                held, handed = 0, now
-
-    def _release(self) -> None:
-        """Hand the frames of each chunk to the event loop at the world's frame rate (paced
-        sessions only)."""
-        ref: tuple[float, float] | None = None  # (perf_counter, world time) of the last frame
-        rate = float(self.engine.frame_rate)
-        while not self._stop.is_set():
-            try:
-                stamps, frames = self._chunks.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            now = time.perf_counter()
-            base = now if ref is None else ref[0] + (stamps[0] - ref[1])
-            if base < now - 1.0 / rate or base > now + 2.0:  # late (paused), or a jump
-                base = now
-            dues = base + (stamps - stamps[0])
-            self._next_due = float(dues[-1]) + 1.0 / rate
-            self._taken.set()  # the generator may start on the next chunk
-            for due, data in zip(dues, frames, strict=True):
-                wait = due - time.perf_counter()
-                if wait > 0 and self._stop.wait(wait):
-                    return
-                self._post([data])
-            ref = (float(dues[-1]), float(stamps[-1]))
 
     def stats(self) -> dict:
         """Counts of this session (frames generated, sent and dropped, chunks)."""
@@ -713,16 +627,20 @@ class WorldService:
         req = parse_open(data, self.config)
         kwargs = dict(req.engine_kwargs, height=req.height, width=req.width)
         if req.engine == "mvdt":
-            import torch  # only MVDT needs it; loaded with the engine
-
-            torch.set_num_threads(self.config.torch_threads)
             kwargs["device"] = self.config.device
-            if req.seed is not None:
-                kwargs["seed"] = req.seed
-        elif req.seed is not None:
+        if req.seed is not None:
             kwargs["seed"] = req.seed
-        engine = make_world(req.engine, checkpoint=self.config.checkpoint
-                            if req.engine == "mvdt" else None, **kwargs)
+        checkpoint = self.config.checkpoint if req.engine == "mvdt" else None
+        threads = self.config.torch_threads if req.engine == "mvdt" else None
+        if self.config.engine_process:
+            engine: WorldEngine = ProcessWorld(req.engine, torch_threads=threads,
+                                               checkpoint=checkpoint, **kwargs)
+        else:
+            if threads is not None:
+                import torch  # only MVDT needs it; loaded with the engine
+
+                torch.set_num_threads(threads)
+            engine = make_world(req.engine, checkpoint=checkpoint, **kwargs)
         try:
             first = engine.reset(seed=req.seed, image=req.image, clip=req.clip)
         except Exception:

@@ -190,6 +190,10 @@ def add_parser(sub) -> None:
     v.add_argument("--max-side", type=int, default=1024, help="largest frame height or width")
     v.add_argument("--max-upload-mb", type=float, default=8.0,
                    help="largest start image or clip, in MiB")
+    v.add_argument("--engines-in-process", action="store_true",
+                   help="run the engines in threads of the service process instead of a "
+                        "process each (sessions open faster; the event loop and the engines "
+                        "then share one interpreter lock)")
     v.add_argument("--cluster", nargs="?", const="", default=None, metavar="CONFIG.json",
                    help="serve as a Ray Serve deployment across the GPUs of a Ray cluster "
                         "(world/cluster.py; needs ray[serve]): a replica per GPU, a session "
@@ -379,7 +383,8 @@ def run_serve(args: argparse.Namespace) -> int:
         engines=tuple(e.strip().lower() for e in args.engines.split(",") if e.strip()),
         checkpoint=Path(args.checkpoint) if args.checkpoint else None, device=args.device,
         torch_threads=args.threads, max_sessions=args.max_sessions, max_side=args.max_side,
-        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        engine_process=not args.engines_in_process)
     service = WorldService(cfg)
     port = service.bind()
     print(f"world service on {cfg.host}:{port}: WebSocket at /ws, viewer at "
