@@ -39,11 +39,13 @@ ROOT = Path(__file__).resolve().parents[2]
 UPLOAD_LIMIT = 64 * 1024
 
 
-@pytest.fixture(scope="module")
-def service():
+# Every test of the service runs with the engines in processes of their own (the default) and
+# in threads of the service (engine_process=False): the two layouts must behave the same.
+@pytest.fixture(scope="module", params=[True, False], ids=["engine-process", "engine-thread"])
+def service(request):
     svc = WorldService(ServiceConfig(port=0, engines=("sandbox",), max_sessions=3, max_side=256,
                                      max_upload_bytes=UPLOAD_LIMIT, socket_buffer=32 * 1024,
-                                     open_timeout=5.0)).start()
+                                     open_timeout=5.0, engine_process=request.param)).start()
     yield svc
     svc.stop()
 
