@@ -42,18 +42,23 @@ META_FILE = "meta.json"
 # numpy, scipy basics). Anything else is refused: a bundle is data, not code.
 TRUSTED_TYPES: tuple[str, ...] = (
     "control.estimators.BandPass",
+    "control.estimators.BlockRecenter",
+    "control.estimators.BlockTangentSpace",
     "control.estimators.CCAClassifier",
     "control.estimators.FilterBankCCA",
+    "control.estimators.FilterBankCovariances",
     "control.estimators.OASCovariances",
     "control.estimators.RestGatedClassifier",
     "control.estimators.SequentialUnion",
     "control.recentering.Recenter",
+    "pyriemann.channelselection.ElectrodeSelection",
     "pyriemann.classification.MDM",
     "pyriemann.classification.FgMDM",
     "pyriemann.estimation.Covariances",
     "pyriemann.spatialfilters.CSP",
     "pyriemann.tangentspace.TangentSpace",
     "pyriemann.tangentspace.FGDA",
+    "sklearn.model_selection._split.KFold",  # LogisticRegressionCV's folds (*_lrcv)
 )
 
 # Default action of each class (strings for control.actions.parse_action).
