@@ -3,10 +3,11 @@
 Run: ``.venv/bin/python benchmarks/bench_world_service.py [--engines sandbox,mvdt]
 [--sizes 64,256] [--trials 20] [--repeats 3] [--formats raw,png] [--roots DIR,DIR]``
 
-``--trials 0`` leaves the delays out, ``--paced 0`` the paced cost. ``--roots`` serves from
-each of several checkouts of the project at once (e.g. the code before and after a change),
-one service process each, and measures them in turn within every repeat, so that they share
-the machine's load; ``.`` is this checkout.
+``--engine-process`` serves with each engine in a process of its own. ``--trials 0`` leaves
+the delays out, ``--paced 0`` the paced cost. ``--roots`` serves from each of several
+checkouts of the project at once (e.g. the code before and after a change), one service
+process each, and measures them in turn within every repeat, so that they share the machine's
+load; ``.`` is this checkout.
 
 The service runs as its own process (``yume world serve --port 0``, as it would on a GPU
 host), this script is the client (:class:`world.service_client.WorldClient`). For each engine
@@ -68,12 +69,13 @@ from world.service_client import WorldClient  # noqa: E402
 ACTIONS = ("W", "D", "S ←", "A")
 
 
-def start_service(threads: int, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
-    """``yume world serve --port 0`` of the checkout ``root`` in a subprocess; returns it and
-    its WebSocket URL."""
+def start_service(threads: int, root: Path = ROOT,
+                  extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """``yume world serve --port 0 [extra]`` of the checkout ``root`` in a subprocess; returns
+    it and its WebSocket URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "gui.cli", "world", "serve", "--port", "0", "--threads",
-         str(threads), "--max-side", "512"],
+         str(threads), "--max-side", "512", *extra],
         cwd=root, stdout=subprocess.PIPE, text=True,
         env=dict(os.environ, PYTHONPATH=str(root)))
     line = proc.stdout.readline()
@@ -262,6 +264,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="64,256")
     ap.add_argument("--trials", type=int, default=20, help="delay measurements per case")
     ap.add_argument("--repeats", type=int, default=3, help="throughput runs per case (median)")
+    ap.add_argument("--engine-process", action="store_true",
+                    help="serve with each engine in a process of its own (CPU of the engine "
+                         "processes included)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (both sides)")
     ap.add_argument("--paced", type=int, default=48,
                     help="frames of the paced CPU measure per repeat (0: leave it out)")
@@ -288,7 +293,8 @@ def main() -> None:
               f"{1e3 * encode_cost(size, 'png'):.2f} | {size * size * 3 + HEADER.size} | "
               f"{len(png)} |")
 
-    services = [start_service(args.threads, root) for root in roots]
+    extra = ("--engine-process",) if args.engine_process else ()
+    services = [start_service(args.threads, root, extra) for root in roots]
     labels = ["this" if root == ROOT else str(root) for root in roots]
     rows = []
     try:

@@ -222,16 +222,22 @@ def _stream(conn: Connection, engine: WorldEngine, options: dict) -> None:
     lock = threading.Lock()  # the generation and the pacing thread both send
     pending: list[bytearray] = []
 
+    def send(message: tuple) -> None:
+        try:
+            conn.send(message)
+        except OSError:  # the parent is gone (or closed the pipe): end quietly
+            worker.stop_soon()
+
     def post(frames: list[bytearray], wake: bool) -> None:
         with lock:
             pending.extend(frames)
             if wake and pending:
-                conn.send(("frames", list(pending), worker.chunks))
+                send(("frames", list(pending), worker.chunks))
                 pending.clear()
 
     def fail(message: str) -> None:
         with lock:
-            conn.send(("error", message))
+            send(("error", message))
 
     def receive(timeout: float) -> None:
         # Called by the generation thread: the actions that came in, the newest last.

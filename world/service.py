@@ -26,15 +26,15 @@ generation and send times, camera pose, frames dropped so far) followed by the p
 (``height * width * 3`` bytes) or a PNG file. Bad requests get ``{"type": "error", "message":
 ...}`` with one sentence, and the session (and the service) stays up.
 
-Each session runs its engine in a process of its own (:mod:`world.engine_process`; with
-``engine_process=False``, in a thread of the service), where a
+Each session runs its engine in a thread of the service (with ``engine_process=True``, in a
+process of its own: :mod:`world.engine_process`), where a
 :class:`~world.service_worker.GenerationWorker` steps it and encodes the frames (a paced
 session has a second thread that releases them at the world's pace). The event loop never
-waits for an engine, shares no interpreter lock with one, and only stamps and sends
-ready-made messages; the frames of one hand-off arrive as one message on the engine's pipe,
-and what the loop writes in one pass (a batch of frames) reaches the socket in one system
-call (:mod:`world.service_writes`). An engine process that dies ends its session with a
-sentence to the client; the service and the other sessions go on.
+waits for an engine and only stamps and sends ready-made messages (from an engine process
+the frames of one hand-off arrive as one message on its pipe), and what the loop writes in
+one pass (a batch of frames) reaches the socket in one system call
+(:mod:`world.service_writes`). An engine process that dies ends its session with a sentence
+to the client; the service and the other sessions go on.
 Frames for a client wait in a queue of :attr:`ServiceConfig.queue_frames` (2) frames (unpaced
 sessions: at least a chunk and :data:`UNPACED_QUEUE`, as a fast engine's frames are handed
 over a few at a time): when the client does not keep up, the oldest is dropped and counted,
@@ -166,9 +166,11 @@ class ServiceConfig:
         and the GIL, a tenth of a 64x64 sandbox frame). 0: every chunk at once.
     engine_process : bool
         Run each session's engine in a process of its own (:class:`world.engine_process.
-        ProcessWorld`), so that the event loop and the engines do not take turns with one
-        interpreter lock, and a crashed engine ends only its session. False: engines run in
-        threads of the service process (each session opens faster).
+        ProcessWorld`): a crashed engine then ends only its session, and the event loop shares
+        no interpreter lock with it. Off by default: on the 2-core development VM the
+        wake-ups between processes cost more CPU per frame than the shared lock does
+        (BENCHMARKS.md, World service); worth it for engines whose frames cost far more than
+        that (a GPU model) or that may crash.
     socket_buffer : int or None
         Kernel send/receive buffer of each connection in bytes (None: the kernel's
         auto-tuning, which lets several megabytes pile up for a slow client before frames are
@@ -191,7 +193,7 @@ class ServiceConfig:
     max_upload_bytes: int = 8 * 1024 * 1024
     queue_frames: int = 2
     batch_s: float = 0.01
-    engine_process: bool = True
+    engine_process: bool = False
     socket_buffer: int | None = 256 * 1024
     open_timeout: float = 10.0
     ping_interval: float = 5.0

@@ -190,10 +190,10 @@ def add_parser(sub) -> None:
     v.add_argument("--max-side", type=int, default=1024, help="largest frame height or width")
     v.add_argument("--max-upload-mb", type=float, default=8.0,
                    help="largest start image or clip, in MiB")
-    v.add_argument("--engines-in-process", action="store_true",
-                   help="run the engines in threads of the service process instead of a "
-                        "process each (sessions open faster; the event loop and the engines "
-                        "then share one interpreter lock)")
+    v.add_argument("--engine-process", action="store_true",
+                   help="run each session's engine in a process of its own: a crashed engine "
+                        "ends only its session (costs more CPU per frame than a thread on a "
+                        "small machine; worth it for GPU models)")
     v.add_argument("--cluster", nargs="?", const="", default=None, metavar="CONFIG.json",
                    help="serve as a Ray Serve deployment across the GPUs of a Ray cluster "
                         "(world/cluster.py; needs ray[serve]): a replica per GPU, a session "
@@ -384,7 +384,7 @@ def run_serve(args: argparse.Namespace) -> int:
         checkpoint=Path(args.checkpoint) if args.checkpoint else None, device=args.device,
         torch_threads=args.threads, max_sessions=args.max_sessions, max_side=args.max_side,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-        engine_process=not args.engines_in_process)
+        engine_process=args.engine_process)
     service = WorldService(cfg)
     port = service.bind()
     print(f"world service on {cfg.host}:{port}: WebSocket at /ws, viewer at "

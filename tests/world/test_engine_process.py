@@ -73,7 +73,8 @@ def test_a_killed_engine_process_is_reported_not_waited_for():
 
 @pytest.fixture(scope="module")
 def service():
-    svc = WorldService(ServiceConfig(port=0, max_side=128, open_timeout=5.0)).start()
+    svc = WorldService(ServiceConfig(port=0, max_side=128, open_timeout=5.0,
+                                     engine_process=True)).start()
     yield svc
     svc.stop()
 

@@ -92,8 +92,8 @@ def test_sandbox_starts_from_the_last_frame_and_everyone_refuses_both(tiny):
 def mvdt_service(tiny, tmp_path_factory):
     ckpt = save_checkpoint(tiny, tmp_path_factory.mktemp("tiny-mvdt"))
     (ckpt / "sampler.json").write_text(json.dumps({"name": "euler", "params": PARAMS}))
-    # Engines in threads of the service: these tests look into the session's engine (its
-    # history); tests/world/test_engine_process.py covers engines in processes of their own.
+    # Engines in threads of the service (the default): these tests look into the session's
+    # engine (its history).
     svc = WorldService(ServiceConfig(port=0, engines=("mvdt",), checkpoint=ckpt, max_side=64,
                                      open_timeout=5.0, engine_process=False)).start()
     yield svc

@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parents[2]
 UPLOAD_LIMIT = 64 * 1024
 
 
-# Every test of the service runs with the engines in processes of their own (the default) and
-# in threads of the service (engine_process=False): the two layouts must behave the same.
-@pytest.fixture(scope="module", params=[True, False], ids=["engine-process", "engine-thread"])
+# Every test of the service runs with the engines in threads of the service (the default) and
+# in processes of their own (engine_process=True): the two layouts must behave the same.
+@pytest.fixture(scope="module", params=[False, True], ids=["engine-thread", "engine-process"])
 def service(request):
     svc = WorldService(ServiceConfig(port=0, engines=("sandbox",), max_sessions=3, max_side=256,
                                      max_upload_bytes=UPLOAD_LIMIT, socket_buffer=32 * 1024,
