@@ -145,6 +145,7 @@ class Cost:
     frames: int = 0
     received: int = 0
     dropped: int = 0
+    engine: float = 0.0  # service: CPU seconds inside engine.step (the session's stats)
 
     def per_frame(self) -> tuple[float, float]:
         """(wall seconds per received frame, CPU seconds per generated frame)."""
@@ -200,6 +201,7 @@ def paired_cost(url: str, pid: int, engine: str, size: int, frames: int, fmt: st
             cpu, s1 = cpu_seconds(pid) - c0, c.stats()
             remote.cpu += cpu
             remote.frames += s1["generated"] - s0["generated"]
+            remote.engine += s1.get("engine_cpu_s", 0.0) - s0.get("engine_cpu_s", 0.0)
     world.close()
     return local, remote
 
@@ -326,7 +328,13 @@ def main() -> None:
                                        float(np.median([m[1][1] for m in mine])),
                                        int(sum(sv.dropped for _, sv in rs)),
                                        [m[1][0] / m[0][0] for m in mine],
-                                       [m[1][1] / m[0][1] for m in mine])
+                                       [m[1][1] / m[0][1] for m in mine],
+                                       # the service's own CPU per frame, and its engine's
+                                       # step CPU over the in-process step's
+                                       [(sv.cpu - sv.engine) / max(sv.frames, 1)
+                                        for _, sv in rs],
+                                       [sv.engine / max(sv.frames, 1) / lo.per_frame()[1]
+                                        for lo, sv in rs])
                     rows.append((label, engine, size, local, remote, d))
                 print(f"# done {engine} {size}x{size}", file=sys.stderr, flush=True)
     finally:
@@ -348,7 +356,7 @@ def main() -> None:
         lw, lc = local
         cells = []
         for fmt in formats:
-            w, c, _, wr, cr = remote[fmt]
+            w, c, _, wr, cr = remote[fmt][:5]
             bold = "**" if fmt == "raw" else ""
             cells.append(f"{1e3 * w:.2f} ({ratio(wr)}), {1e3 * c:.2f} ({bold}{ratio(cr)}{bold})")
         paced = (f"{1e3 * remote['paced'][1]:.2f} ({ratio(remote['paced'][4])})"
@@ -356,6 +364,19 @@ def main() -> None:
         print(f"| {label} | {engine} | {size}x{size} | {n} x {args.repeats} | {1e3 * lw:.2f}, "
               f"{1e3 * lc:.2f} | {' | '.join(cells)} | {paced} | "
               f"{'/'.join(str(remote[f][2]) for f in formats)} |")
+
+    print("\nThe service's CPU split (raw, unpaced): its own CPU per frame is the service "
+          "process's CPU less the CPU its engine thread spent inside engine.step (the "
+          "session's engine_cpu_s); the step itself runs slower or faster beside the event "
+          "loop than alone by the second ratio. Median [range] over the repeats.")
+    print("\n| code | engine | frame | service's own CPU us/frame | own / in-process step "
+          "| engine.step CPU in the service / in-process |")
+    print("|---|---|---|---|---|---|")
+    for label, engine, size, local, remote, _ in rows:
+        own, slow = remote["raw"][5], remote["raw"][6]
+        print(f"| {label} | {engine} | {size}x{size} | {1e6 * np.median(own):.0f} "
+              f"[{1e6 * min(own):.0f}-{1e6 * max(own):.0f}] | "
+              f"{np.median(own) / local[1]:.3f} | {ratio(slow)} |")
     if not args.trials:
         return
 

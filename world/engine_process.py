@@ -232,7 +232,7 @@ def _stream(conn: Connection, engine: WorldEngine, options: dict) -> None:
         with lock:
             pending.extend(frames)
             if wake and pending:
-                send(("frames", list(pending), worker.chunks))
+                send(("frames", list(pending), worker.chunks, worker.engine_cpu))
                 pending.clear()
 
     def fail(message: str) -> None:
@@ -448,6 +448,7 @@ class ProcessWorker:
         self.loop = loop
         self.options = options
         self.chunks = 0
+        self.engine_cpu = 0.0  # the child's CPU seconds inside engine.step, as last reported
         self._action = IDLE
         self._send_lock = threading.Lock()
         self._reading = False
@@ -534,7 +535,7 @@ class ProcessWorker:
             msg = pickle.loads(view[start + head:start + head + size])
             start += head + size
             if msg[0] == "frames":
-                self.chunks = msg[2]
+                self.chunks, self.engine_cpu = msg[2], msg[3]
                 self.post(msg[1], True)
             elif msg[0] == "error":
                 self.fail(msg[1])

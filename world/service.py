@@ -363,10 +363,13 @@ class Session:
             self.loop.call_soon_threadsafe(fn, *args)
 
     def stats(self) -> dict:
-        """Counts of this session (frames generated, sent and dropped, chunks)."""
+        """Counts of this session (frames generated, sent and dropped, chunks) and the CPU
+        seconds its engine's steps took (``engine_cpu_s``: the rest of the service's CPU is
+        the service's own)."""
         return {"type": "stats", "session": self.sid, "engine": self.engine.name,
                 "generated": self.generated, "sent": self.sent, "dropped": self.dropped,
-                "chunks": self.chunks, "action": str(self.action)}
+                "chunks": self.chunks, "action": str(self.action),
+                "engine_cpu_s": round(self.worker.engine_cpu, 6)}
 
 
 # ---------------------------------------------------------------------------- the app

@@ -75,6 +75,7 @@ class GenerationWorker:
         self.label = label
         self.receive = receive
         self.chunks = 0
+        self.engine_cpu = 0.0  # CPU seconds of this worker's thread inside engine.step
         self._action = IDLE
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -162,9 +163,10 @@ class GenerationWorker:
                 continue
             if self.pace:
                 self._taken.clear()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             try:
                 chunk = self.engine.step(action)
+                self.engine_cpu += time.thread_time() - c0
                 done = time.time()
                 chunk_id = self.chunks + 1
                 stamps = np.asarray(chunk.timestamps, dtype=np.float64)

@@ -330,6 +330,8 @@ def test_slow_client_loses_frames_not_the_others_rate(service):
     assert stats_slow["generated"] >= 2 * len(got_slow)
     # The fast reader got (nearly) every frame its world made.
     assert len(got_fast) >= 25
+    # Each session says how much CPU its engine's steps took (the rest is the service's own).
+    assert 0 < stats_fast["engine_cpu_s"] < 60 and stats_slow["engine_cpu_s"] > 0
     assert stats_fast["dropped"] <= max(2, 0.1 * stats_fast["generated"])
     assert len(got_fast) >= 0.85 * (stats_fast["generated"] - 1)
 
