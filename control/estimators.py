@@ -605,9 +605,7 @@ class BlockRecenter(Recenter):
         if not hasattr(self, "reference_"):
             return self.fit(X)
         X = _check_covs(X, self.reference_.shape[0])
-        step = self.alpha if alpha is None else alpha
-        if step is not None and not 0 < float(step) <= 1:
-            raise ValueError(f"alpha must be in (0, 1] or None, got {step}.")
+        step = self._step(alpha)
         Ms, n = _blocks(self.reference_, self.n_blocks), self.n_averaged_
         Ms = [M.copy() for M in Ms]
         for C in X:

@@ -159,6 +159,13 @@ class Recenter(TransformerMixin, BaseEstimator):
         self._set_reference(gmean(X, metric=self.metric, sample_weight=sample_weight), len(X))
         return self
 
+    def _step(self, alpha: float | None) -> float | None:
+        """The step of a :meth:`partial_fit` call (``alpha`` overrides the estimator's)."""
+        step = self.alpha if alpha is None else alpha
+        if step is not None and not 0 < float(step) <= 1:
+            raise ValueError(f"alpha must be in (0, 1] or None, got {step}.")
+        return step
+
     def partial_fit(self, X, y=None, alpha: float | None = None) -> Recenter:
         """Move the reference towards each covariance of ``X`` in turn (online update).
 
@@ -184,9 +191,7 @@ class Recenter(TransformerMixin, BaseEstimator):
         if not hasattr(self, "reference_"):
             return self.fit(X)
         X = _check_covs(X, self.reference_.shape[0])
-        step = self.alpha if alpha is None else alpha
-        if step is not None and not 0 < float(step) <= 1:
-            raise ValueError(f"alpha must be in (0, 1] or None, got {step}.")
+        step = self._step(alpha)
         M, n = self.reference_, self.n_averaged_
         for C in X:
             a = 1.0 / (n + 1) if step is None else float(step)

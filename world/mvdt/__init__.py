@@ -45,6 +45,11 @@ Codec protocol (frames <-> latents): ``encode(uint8 (n, H, W, 3)) -> Tensor (C, 
 ``{"type": "pixel", "factor": f}`` is handled here (:class:`PixelCodec`); any other type is
 built by ``world.vae.load_codec(cfg.codec, checkpoint_dir)``.
 
+Inference reuse (:mod:`world.mvdt.reuse`): without autograd, what depends only on the prompt,
+the noise level, the positions or the chunk's warp (and the warp grids of a repeated camera
+motion) is computed once and kept, and guided steps run cond and uncond as one batch; the
+frames are the same to the bit. ``YUME_MVDT_REUSE=0`` or ``reuse.disabled()`` turns it off.
+
 History: the first latent frame is always kept, newer frames are compressed by the schedule of
 ``cfg.history_schedule`` (reference section 3) and older ones dropped (:class:`HistoryBuffer`);
 history tokens are clean with per-token timestep 0 (Wan 2.2 TI2V-style modulation).

@@ -175,12 +175,18 @@ def embed_history(
     config: MVDTConfig,
     level_embed: torch.Tensor | None = None,
     kernel_cache: dict | None = None,
+    frame_memo=None,
 ) -> HistoryTokens:
     """Patchify history latents ``(B, C, F, H, W)`` with the compression schedule.
 
     Frames sharing a kernel are embedded with one matrix product. Frames the plan does not keep
     are never touched, so the cost is bounded too. ``kernel_cache`` (inference only) keeps the
-    interpolated kernels between calls.
+    interpolated kernels between calls. ``frame_memo`` (inference only, a
+    :class:`world.mvdt.reuse.InferenceMemo` whose owner clears it when the weights change)
+    keeps the token positions of each plan and the first frame's tokens by its exact values
+    (the first frame stays, so it is embedded once per run instead of once per chunk). The
+    other groups change at every chunk; their frames are not memoised one by one, as a
+    product of one row need not give the bits the same row gives in a product of several.
     """
     b, _, n, h, w = latents.shape
     patch = (config.patch_size[1], config.patch_size[2])
@@ -194,7 +200,8 @@ def embed_history(
             groups[-1].append((t_index, slot))
         else:
             groups.append([(t_index, slot)])
-    for group in groups:
+
+    def group_tokens(group) -> torch.Tensor:
         kernel, level = group[0][1].kernel, group[0][1].level
         kh, kw = effective_kernel(kernel, h, w, patch)
         frames = latents[:, :, [s.frame for _, s in group]]
@@ -210,9 +217,29 @@ def embed_history(
         emb = patch_embed(frames, weight, base_bias)  # (B, g * nh * nw, D), frame-major
         if level_embed is not None:
             emb = emb + level_embed[level]
-        tokens.append(emb)
-        for t_index, _ in group:
-            positions.append(slot_positions(t_index, h, w, kh, kw, patch, latents.device))
+        return emb
+
+    def group_positions(group) -> list[torch.Tensor]:
+        kh, kw = effective_kernel(group[0][1].kernel, h, w, patch)
+        return [slot_positions(t_index, h, w, kh, kw, patch, latents.device)
+                for t_index, _ in group]
+
+    for group in groups:
+        if frame_memo is None:
+            tokens.append(group_tokens(group))
+            positions.extend(group_positions(group))
+            continue
+        s0 = group[0][1]
+        if s0.level == 0:  # the first frame: the same values all run long
+            values = latents[:, :, s0.frame].detach().cpu().numpy().tobytes()
+            tokens.append(frame_memo.get(
+                ("first", values, tuple(latents.shape[:2]), s0.kernel, latents.dtype,
+                 str(latents.device)), lambda group=group: group_tokens(group)))
+        else:  # frames that move on every chunk
+            tokens.append(group_tokens(group))
+        positions.extend(frame_memo.get(
+            ("positions", tuple(group), h, w, str(latents.device)),
+            lambda group=group: group_positions(group)))
     if not tokens:
         d = base_weight.shape[0]
         return HistoryTokens(latents.new_zeros(b, 0, d), latents.new_zeros(0, 3), 0)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from control.actions import Action, ActionError, parse_action, parse_prompt
 from world.base import WorldError
+from world.mvdt import reuse
 from world.mvdt.cache import ResidualCache
 from world.mvdt.model import MVDTModel
 from world.mvdt.samplers import Sampler, get_sampler
@@ -202,7 +203,8 @@ class MVDTPipeline:
             ``warp_sources``; None gives such a model none (it was trained with warp dropout).
         """
         model, cfg = self.model, self.model.config
-        model.eval()
+        if model.training or not reuse.switched_on():  # eval() walks every module
+            model.eval()
         batched = history is not None and history.ndim == 5
         if history is not None and not batched:
             history = history.unsqueeze(0)
@@ -248,6 +250,15 @@ class MVDTPipeline:
                 call = self.cache.call(f"{key}/{max(passes[key], 0)}")
             return model(x, sigma, context, hist, cache=call, warp=warp)
 
+        if self.cache is None and b == 1 and reuse.enabled():
+            def pair(x: torch.Tensor, sigma: float, c: torch.Tensor, u: torch.Tensor):
+                # Guided steps: cond and uncond as one batch of two. Every operation of the
+                # model works per batch item, so each half is what its own call would give.
+                both = model(torch.cat([x, x]), sigma, model.stack_contexts(c, u), hist,
+                             warp=warp)
+                return both[:1], both[1:]
+
+            velocity.pair = pair
         out = self.sampler(velocity, noise, cond, uncond, generator=generator)
         return out if batched else out[0]
 

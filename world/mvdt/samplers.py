@@ -3,7 +3,9 @@
 A sampler integrates ``dx/dsigma = v`` from pure noise (sigma = 1) to data (sigma = 0) on the
 shifted schedule ``sigma' = s sigma / (1 + (s - 1) sigma)``. It only sees a callable
 ``velocity(x, sigma, cond) -> v`` and opaque conditioning objects; classifier-free guidance is
-``v = v(uncond) + g (v(cond) - v(uncond))`` and is skipped entirely at ``g = 1``.
+``v = v(uncond) + g (v(cond) - v(uncond))`` and is skipped entirely at ``g = 1``. A velocity
+callable may carry ``pair(x, sigma, cond, uncond) -> (v_cond, v_uncond)``, both from one batched
+call (it must give the same numbers as two calls); guided steps then use it.
 
 Samplers (``get_sampler(name, **params)``):
 
@@ -94,10 +96,18 @@ class Sampler:
         """Classifier-free guided velocity (one call when the scale is 1 or ``sigma`` lies outside
         the guidance interval)."""
         g = self.guidance_scale if scale is None else scale
+        low, high = self.guidance_interval
+        guide = g != 1.0 and low - 1e-9 <= float(sigma) <= high + 1e-9
+        pair = getattr(velocity, "pair", None)
+        if guide and uncond is not None and pair is not None:
+            # Both velocities in one batched call of the model (``velocity.pair``, optional):
+            # the same two numbers, fewer calls.
+            v_c, v_u = pair(x, sigma, cond, uncond)
+            self.num_evals += 2
+            return v_u + g * (v_c - v_u)
         v_c = velocity(x, sigma, cond)
         self.num_evals += 1
-        low, high = self.guidance_interval
-        if g == 1.0 or not low - 1e-9 <= float(sigma) <= high + 1e-9:
+        if not guide:
             return v_c
         if uncond is None:
             raise WorldError("Guidance scale != 1 needs an unconditional input (the null prompt); "

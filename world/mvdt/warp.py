@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from control.actions import Action
 from control.motion import CameraState, MotionStep, apply_action
 from world.baselines import CameraWarp, SandboxCamera
+from world.mvdt import reuse
 from world.mvdt.config import MVDTConfig
 
 
@@ -62,9 +63,43 @@ def chunk_states(start: CameraState, action: Action, frames: int,
     return out
 
 
+def _geometry_key(warp: CameraWarp, src: Sequence[CameraState],
+                  dst: Sequence[CameraState]) -> tuple:
+    """Everything :meth:`CameraWarp.sampling_grid` reads, as it reads it: the relative poses and
+    intrinsics in float32 (the precision its kornia geometry runs in) and the pitches of the
+    depth prior, so equal keys mean bit-equal grids."""
+    cam = warp.camera
+    rel = np.stack([warp._relative(s, d) for s, d in zip(src, dst, strict=True)])
+    k_src = np.stack([cam.intrinsics(s.pitch) for s in src])
+    k_dst = np.stack([cam.intrinsics(d.pitch) for d in dst])
+    return (rel.astype(np.float32).tobytes(), k_src.astype(np.float32).tobytes(),
+            k_dst.astype(np.float32).tobytes(), tuple(float(d.pitch) for d in dst),
+            warp.max_depth, warp.far_depth, cam.height, cam.width)
+
+
+def _warp_with_mask(warp: CameraWarp, frames: np.ndarray, src: Sequence[CameraState],
+                    dst: Sequence[CameraState], grids: reuse.InferenceMemo | None):
+    """:meth:`CameraWarp.warp_with_mask`, its sampling grids (which depend on the cameras only)
+    taken from ``grids`` when the same geometry came before."""
+    if grids is None or not reuse.switched_on():  # cameras only: no weights, no autograd
+        return warp.warp_with_mask(frames, src, dst)
+    grid, valid = grids.get(("grid", _geometry_key(warp, src, dst)), lambda: _grid_and_mask(
+        warp, src, dst))
+    # The rest of warp_with_mask, unchanged.
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy(), valid
+
+
+def _grid_and_mask(warp: CameraWarp, src, dst) -> tuple[torch.Tensor, torch.Tensor]:
+    grid = warp.sampling_grid(src, dst)
+    return grid, (grid.abs() <= 1.0 + 1e-4).all(dim=-1)
+
+
 def warp_condition(config: MVDTConfig, codec, warp: CameraWarp,
                    sources: dict[str, tuple[np.ndarray, Sequence[CameraState]]],
-                   targets: Sequence[Sequence[CameraState]]) -> torch.Tensor:
+                   targets: Sequence[Sequence[CameraState]],
+                   grids: reuse.InferenceMemo | None = None) -> torch.Tensor:
     """The conditioning tensor ``(B, S (C + 1), F, h, w)`` of one chunk.
 
     Parameters
@@ -80,6 +115,9 @@ def warp_condition(config: MVDTConfig, codec, warp: CameraWarp,
         remembered frame of each episode and the camera it was seen from.
     targets : sequence of B sequences of F CameraState
         The commanded camera of every frame of the chunk, per episode.
+    grids : InferenceMemo, optional
+        Keeps the sampling grids by camera geometry (:mod:`world.mvdt.reuse`): a walk repeats
+        the same relative motion from the newest frame chunk after chunk.
     """
     b, f = len(targets), len(targets[0])
     h, w = config.latent_height, config.latent_width
@@ -92,7 +130,7 @@ def warp_condition(config: MVDTConfig, codec, warp: CameraWarp,
                              f"cameras for {b} episodes; give one of each per episode.")
         src = [states[i] for i in range(b) for _ in range(f)]
         dst = [t for row in targets for t in row]
-        warped, valid = warp.warp_with_mask(np.repeat(frames, f, axis=0), src, dst)
+        warped, valid = _warp_with_mask(warp, np.repeat(frames, f, axis=0), src, dst, grids)
         z = encode_batch(codec, warped.reshape(b, f, *warped.shape[1:])).float()
         v = F.adaptive_avg_pool2d(valid.float()[:, None], (h, w)).reshape(b, f, 1, h, w)
         parts += [z, v.permute(0, 2, 1, 3, 4).to(z)]
@@ -118,6 +156,7 @@ class WarpMemory:
         self.config, self.codec = config, codec
         self.step = step or MotionStep()
         self.warp = camera_warp(config, self.step)
+        self.grids = reuse.InferenceMemo(64)
         self.first: np.ndarray | None = None
         self.first_states: list[CameraState] = []
         self.last: np.ndarray | None = None
@@ -144,7 +183,7 @@ class WarpMemory:
                                                                      strict=True)]
         self._pending = targets
         sources = {"first": (self.first, self.first_states), "last": (self.last, self.states)}
-        return warp_condition(self.config, self.codec, self.warp, sources, targets)
+        return warp_condition(self.config, self.codec, self.warp, sources, targets, self.grids)
 
     def advance(self, chunk_frames: np.ndarray) -> None:
         """Record the chunk generated after :meth:`condition`: uint8 ``(B, F, H, W, 3)``."""
