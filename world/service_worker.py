@@ -76,8 +76,8 @@ class GenerationWorker:
         self.receive = receive
         self.chunks = 0
         self.engine_cpu = 0.0  # CPU seconds of this worker's thread inside engine.step
+        # The newest action: one reference, replaced whole (atomic in CPython, no lock needed).
         self._action = IDLE
-        self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         # The next chunk, generated while the current one plays (never more than one ahead).
@@ -90,13 +90,12 @@ class GenerationWorker:
     @property
     def action(self) -> Action:
         """The action the next chunk is generated with."""
-        with self._lock:
-            return self._action
+        return self._action
 
     def set_action(self, action: Action) -> None:
-        """Make ``action`` the newest action (it replaces any other not yet used)."""
-        with self._lock:
-            self._action = action
+        """Make ``action`` the newest action (it replaces any other not yet used) and wake the
+        generation thread if it waits."""
+        self._action = action
         self._wake.set()
 
     def start(self) -> None:
