@@ -93,7 +93,8 @@ from world.service_worker import GenerationWorker
 from world.service_writes import SEND_BINARY, CoalescingWebSocketProtocol
 
 __all__ = [
-    "UNPACED_QUEUE", "ServiceConfig", "Session", "WorldService", "check_bind", "is_loopback",
+    "UNPACED_QUEUE", "UNPACED_QUEUE_BYTES", "ServiceConfig", "Session", "WorldService",
+    "check_bind", "is_loopback",
     # moved to world.protocol, still importable from here for existing code
     "FORMATS", "HEADER", "MAGIC", "OPEN_FIELDS", "VERSION", "WS_PATH", "FrameHeader",
     "ServiceError", "decode_clip", "decode_frame", "encode_frame", "parse_open",
@@ -103,8 +104,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Frames an unpaced session may hold for its client: a batch (at most half of it) and room for
-# the frames made while the event loop sends that batch.
-UNPACED_QUEUE = 16
+# the frames made while the event loop sends that batch; fewer for large frames, so that a
+# slow client of an unpaced session holds at most about UNPACED_QUEUE_BYTES of them.
+UNPACED_QUEUE = 64
+UNPACED_QUEUE_BYTES = 16 * 1024 * 1024
 
 
 def is_loopback(host: str) -> bool:
@@ -158,12 +161,15 @@ class ServiceConfig:
         Largest start image or clip (decoded bytes).
     queue_frames : int
         Frames that may wait for a client of a paced session; beyond that the oldest is
-        dropped (unpaced sessions: at least one chunk, and :data:`UNPACED_QUEUE` frames).
+        dropped (unpaced sessions: at least one chunk, and :data:`UNPACED_QUEUE` frames or
+        :data:`UNPACED_QUEUE_BYTES` of them).
     batch_s : float
         Unpaced sessions: frames made within this many seconds of the last hand-off to the
-        event loop are handed over together, so that a fast engine wakes the loop once per few
-        frames, not once per frame (each wake-up costs about 0.1 ms of CPU in thread switches
-        and the GIL, a tenth of a 64x64 sandbox frame). 0: every chunk at once.
+        event loop are handed over together (at most half the queue), so that a fast engine
+        wakes the loop once per many frames, not once per frame: every wake-up costs thread
+        switches and hand-overs of the interpreter lock, and on a small VM they were most of
+        the service's own cost (50 ms: 84 us per 64x64 sandbox frame, 10 ms: 155 us;
+        BENCHMARKS.md). Paced sessions do not batch. 0: every chunk at once.
     engine_process : bool
         Run each session's engine in a process of its own (:class:`world.engine_process.
         ProcessWorld`): a crashed engine then ends only its session, and the event loop shares
@@ -192,7 +198,7 @@ class ServiceConfig:
     max_side: int = 1024
     max_upload_bytes: int = 8 * 1024 * 1024
     queue_frames: int = 2
-    batch_s: float = 0.01
+    batch_s: float = 0.05
     engine_process: bool = False
     socket_buffer: int | None = 256 * 1024
     open_timeout: float = 10.0
@@ -254,8 +260,10 @@ class Session:
         self._out_lock = threading.Lock()
         self._wake_pending = False
         # Unpaced, a whole chunk (or a batch of them) arrives at once: the queue holds it.
+        frame_bytes = HEADER.size + 3 * int(engine.height) * int(engine.width)
         self.queue_frames = int(queue_frames) if pace else max(
-            int(queue_frames), int(engine.frames_per_step), UNPACED_QUEUE)
+            int(queue_frames), int(engine.frames_per_step),
+            min(UNPACED_QUEUE, max(2, UNPACED_QUEUE_BYTES // frame_bytes)))
         self.batch_s = float(batch_s)
         self.ready = asyncio.Event()
         # Set by the connection while it runs: sends what waits at once, on the event loop;
