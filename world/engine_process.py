@@ -16,15 +16,14 @@ has already imported the sandbox), so a session opens in tens of milliseconds; a
 imports torch and loads its checkpoint itself. (multiprocessing's own forkserver re-imports the
 parent's main module in every child, a script's included.)
 
-The pipe carries pickles, between this process and the child it started, never from a file
-or a socket.
+The pipe carries data only (:mod:`world.engine_wire`: JSON and raw array buffers, never a
+pickle), so nothing a child sends can make the service run code.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import pickle
 import signal
 import socket
 import struct
@@ -41,6 +40,7 @@ import numpy as np
 
 from control.actions import IDLE, Action
 from world.base import Chunk, WorldEngine, WorldError
+from world.engine_wire import decode, encode
 
 __all__ = ["EngineProcessError", "ProcessWorker", "ProcessWorld"]
 
@@ -160,7 +160,7 @@ def fork_server_main(fd: int) -> None:
 
 def _child(conn: Connection) -> None:
     try:
-        _, name, kwargs, torch_threads = conn.recv()
+        _, name, kwargs, torch_threads = decode(conn.recv_bytes())
     except (EOFError, OSError):
         return
     _serve(conn, name, kwargs, torch_threads)
@@ -180,13 +180,13 @@ def _serve(conn: Connection, name: str, kwargs: dict, torch_threads: int | None)
     try:
         engine = make_world(name, **kwargs)
     except BaseException as err:  # noqa: BLE001 - every failure goes back as a sentence
-        conn.send(("error", isinstance(err, WorldError), _message(err)))
+        conn.send_bytes(encode(("error", isinstance(err, WorldError), _message(err))))
         return
-    conn.send(("ok", _attributes(engine)))
+    conn.send_bytes(encode(("ok", _attributes(engine))))
     try:
         while True:
             try:
-                method, args = conn.recv()
+                method, args = decode(conn.recv_bytes())
             except (EOFError, OSError):
                 return  # the parent is gone
             if method == "close":
@@ -204,14 +204,14 @@ def _serve(conn: Connection, name: str, kwargs: dict, torch_threads: int | None)
                 else:
                     raise WorldError(f"Unknown engine call {method!r}.")
             except Exception as err:  # noqa: BLE001 - the parent raises it again
-                conn.send(("error", isinstance(err, WorldError), _message(err)))
+                conn.send_bytes(encode(("error", isinstance(err, WorldError), _message(err))))
                 continue
-            conn.send(("ok", result))
+            conn.send_bytes(encode(("ok", result)))
     finally:
         with contextlib.suppress(Exception):
             engine.close()
         with contextlib.suppress(Exception):
-            conn.send(("ok", None))
+            conn.send_bytes(encode(("ok", None)))
 
 
 def _stream(conn: Connection, engine: WorldEngine, options: dict) -> None:
@@ -224,7 +224,7 @@ def _stream(conn: Connection, engine: WorldEngine, options: dict) -> None:
 
     def send(message: tuple) -> None:
         try:
-            conn.send(message)
+            conn.send_bytes(encode(message))
         except OSError:  # the parent is gone (or closed the pipe): end quietly
             worker.stop_soon()
 
@@ -245,7 +245,7 @@ def _stream(conn: Connection, engine: WorldEngine, options: dict) -> None:
             if not conn.poll(timeout):
                 return
             while True:
-                method, args = conn.recv()
+                method, args = decode(conn.recv_bytes())
                 if method == "action":
                     worker.set_action(args)
                 elif method == "close":
@@ -257,7 +257,7 @@ def _stream(conn: Connection, engine: WorldEngine, options: dict) -> None:
             worker.stop_soon()  # the parent is gone
 
     worker = GenerationWorker(engine, post, fail, receive=receive, **options)
-    conn.send(("ok", None))
+    conn.send_bytes(encode(("ok", None)))
     worker.start()
     worker.wait_stopped()
     # A thread blocked on a full pipe cannot be joined; the parent ends the process then.
@@ -309,7 +309,7 @@ class ProcessWorld(WorldEngine):
         self._closed = False
         self.pid, self._conn = _SERVER.fork()
         try:
-            self._conn.send(("start", name, kwargs, torch_threads))
+            self._conn.send_bytes(encode(("start", name, kwargs, torch_threads)))
             attrs = self._receive(start_timeout)
         except BaseException:
             self._kill()
@@ -356,9 +356,9 @@ class ProcessWorld(WorldEngine):
         if self._lock.acquire(timeout=timeout):
             try:
                 with contextlib.suppress(Exception):
-                    self._conn.send(("close", None))
+                    self._conn.send_bytes(encode(("close", None)))
                     if self._conn.poll(timeout):
-                        self._conn.recv()
+                        decode(self._conn.recv_bytes())
             finally:
                 self._lock.release()
         deadline = time.monotonic() + timeout
@@ -371,8 +371,9 @@ class ProcessWorld(WorldEngine):
         with self._lock:
             if self._closed:
                 raise EngineProcessError("The world engine has been closed.")
+            data = encode((method, args))  # a WireError says what cannot be sent
             try:
-                self._conn.send((method, args))
+                self._conn.send_bytes(data)
             except (OSError, ValueError):
                 raise self._ended() from None
             return self._receive(None)
@@ -383,7 +384,7 @@ class ProcessWorld(WorldEngine):
         while True:
             try:
                 if self._conn.poll(1.0):
-                    reply = self._conn.recv()
+                    reply = decode(self._conn.recv_bytes())
                     break
             except (EOFError, OSError):
                 raise self._ended() from None
@@ -477,8 +478,9 @@ class ProcessWorker:
     def set_action(self, action: Action) -> None:
         """Send ``action`` to the child (the newest wins there)."""
         self._action = action
+        data = encode(("action", action))
         with self._send_lock, contextlib.suppress(OSError, ValueError):
-            self.world._conn.send(("action", action))  # a dead child: the reader says so
+            self.world._conn.send_bytes(data)  # a dead child: the reader says so
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop reading and end the child (from any thread but the loop's)."""
@@ -505,7 +507,8 @@ class ProcessWorker:
 
     def _readable(self) -> None:
         # One read per readiness (never a wait), the messages framed as multiprocessing's
-        # Connection.send frames them: a 4-byte length (-1: an 8-byte one follows), a pickle.
+        # Connection.send_bytes frames them: a 4-byte length (-1: an 8-byte one follows), then
+        # a world.engine_wire message.
         buf, view = self._buffer, self._view
         if self._filled == len(buf):  # a message larger than the buffer: grow it
             view.release()  # a bytearray with an exported view cannot grow
@@ -532,7 +535,7 @@ class ProcessWorker:
                 size, head = _LEN64.unpack_from(buf, start + 4)[0], 12
             if end - start - head < size:
                 break
-            msg = pickle.loads(view[start + head:start + head + size])
+            msg = decode(view[start + head:start + head + size])
             start += head + size
             if msg[0] == "frames":
                 self.chunks, self.engine_cpu = msg[2], msg[3]

@@ -113,3 +113,22 @@ def test_a_killed_engine_ends_its_session_with_a_sentence_and_the_service_stays_
         c.open("sandbox", seed=4, height=32, width=32)
         c.act("D")
         assert c.frame(timeout=10).image.shape == (32, 32, 3)
+
+
+def test_the_engine_wire_carries_data_only():
+    from pathlib import Path
+
+    from world.base import Chunk
+    from world.engine_wire import WireError, decode, encode
+
+    chunk = Chunk(np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3), np.array([0.5]),
+                  np.eye(4)[None], parse_action("W ←"), {"collided": np.bool_(True), "n": 3})
+    msg = ["ok", chunk, bytearray(b"frame"), {"checkpoint": Path("a/b"), "seed": None}]
+    got = decode(encode(msg))
+    np.testing.assert_array_equal(got[1].frames, chunk.frames)
+    assert got[1].action == chunk.action and got[1].info == {"collided": True, "n": 3}
+    assert got[2] == bytearray(b"frame") and got[3] == {"checkpoint": Path("a/b"), "seed": None}
+    with pytest.raises(WireError, match="cannot be sent"):
+        encode(["ok", object()])
+    with pytest.raises(WireError, match="could not be read"):
+        decode(b"\x00\x00\x00\x05garbage")
