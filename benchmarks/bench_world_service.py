@@ -152,6 +152,21 @@ class Cost:
         return self.wall / max(self.received, 1), self.cpu / max(self.frames, 1)
 
 
+@dataclass
+class Served:
+    """One case served, over the repeats: medians (seconds per frame), the per-repeat ratios
+    to in-process, the service's own CPU per frame and its engine's step over the in-process
+    step."""
+
+    wall: float
+    cpu: float
+    dropped: int
+    wall_ratios: list[float]
+    cpu_ratios: list[float]
+    own: list[float]
+    engine_ratios: list[float]
+
+
 def paired_cost(url: str, pid: int, engine: str, size: int, frames: int, fmt: str = "raw",
                 pace: bool = False, blocks: int = 6, threads: int = 1) -> tuple[Cost, Cost]:
     """In-process and service cost of ``frames`` frames, measured in alternating blocks."""
@@ -324,17 +339,15 @@ def main() -> None:
                         if not rs:
                             continue
                         mine = [(lo.per_frame(), sv.per_frame()) for lo, sv in rs]
-                        remote[fmt] = (float(np.median([m[1][0] for m in mine])),
-                                       float(np.median([m[1][1] for m in mine])),
-                                       int(sum(sv.dropped for _, sv in rs)),
-                                       [m[1][0] / m[0][0] for m in mine],
-                                       [m[1][1] / m[0][1] for m in mine],
-                                       # the service's own CPU per frame, and its engine's
-                                       # step CPU over the in-process step's
-                                       [(sv.cpu - sv.engine) / max(sv.frames, 1)
-                                        for _, sv in rs],
-                                       [sv.engine / max(sv.frames, 1) / lo.per_frame()[1]
-                                        for lo, sv in rs])
+                        remote[fmt] = Served(
+                            wall=float(np.median([m[1][0] for m in mine])),
+                            cpu=float(np.median([m[1][1] for m in mine])),
+                            dropped=int(sum(sv.dropped for _, sv in rs)),
+                            wall_ratios=[m[1][0] / m[0][0] for m in mine],
+                            cpu_ratios=[m[1][1] / m[0][1] for m in mine],
+                            own=[(sv.cpu - sv.engine) / max(sv.frames, 1) for _, sv in rs],
+                            engine_ratios=[sv.engine / max(sv.frames, 1) / lo.per_frame()[1]
+                                           for lo, sv in rs])
                     rows.append((label, engine, size, local, remote, d))
                 print(f"# done {engine} {size}x{size}", file=sys.stderr, flush=True)
     finally:
@@ -356,14 +369,15 @@ def main() -> None:
         lw, lc = local
         cells = []
         for fmt in formats:
-            w, c, _, wr, cr = remote[fmt][:5]
+            r = remote[fmt]
+            w, c, wr, cr = r.wall, r.cpu, r.wall_ratios, r.cpu_ratios
             bold = "**" if fmt == "raw" else ""
             cells.append(f"{1e3 * w:.2f} ({ratio(wr)}), {1e3 * c:.2f} ({bold}{ratio(cr)}{bold})")
-        paced = (f"{1e3 * remote['paced'][1]:.2f} ({ratio(remote['paced'][4])})"
+        paced = (f"{1e3 * remote['paced'].cpu:.2f} ({ratio(remote['paced'].cpu_ratios)})"
                  if "paced" in remote else "-")
         print(f"| {label} | {engine} | {size}x{size} | {n} x {args.repeats} | {1e3 * lw:.2f}, "
               f"{1e3 * lc:.2f} | {' | '.join(cells)} | {paced} | "
-              f"{'/'.join(str(remote[f][2]) for f in formats)} |")
+              f"{'/'.join(str(remote[f].dropped) for f in formats)} |")
 
     print("\nThe service's CPU split (raw, unpaced): its own CPU per frame is the service "
           "process's CPU less the CPU its engine thread spent inside engine.step (the "
@@ -373,7 +387,7 @@ def main() -> None:
           "| engine.step CPU in the service / in-process |")
     print("|---|---|---|---|---|---|")
     for label, engine, size, local, remote, _ in rows:
-        own, slow = remote["raw"][5], remote["raw"][6]
+        own, slow = remote["raw"].own, remote["raw"].engine_ratios
         print(f"| {label} | {engine} | {size}x{size} | {1e6 * np.median(own):.0f} "
               f"[{1e6 * min(own):.0f}-{1e6 * max(own):.0f}] | "
               f"{np.median(own) / local[1]:.3f} | {ratio(slow)} |")
