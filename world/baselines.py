@@ -33,6 +33,9 @@ import torch.nn.functional as F
 from control.actions import Action
 from control.motion import CameraState, MotionStep, apply_action, rot_y
 
+# Depths beyond this (metres) are treated as this far: the sky's infinite depth must stay
+# finite for the back-projection, and at 1 km a step of 0.25 m moves nothing by a pixel.
+MAX_DEPTH = 1000.0
 
 @dataclass(frozen=True)
 class SandboxCamera:
@@ -207,7 +210,8 @@ class CameraWarp:
                              align_corners=True)
 
     def _grid(self, rel: np.ndarray, k_src: np.ndarray, k_dst: np.ndarray,
-              pitches: Sequence[float], far_depth: float | None) -> torch.Tensor:
+              pitches: Sequence[float], far_depth: float | None,
+              depth: torch.Tensor | None = None) -> torch.Tensor:
         from kornia.geometry.camera import project_points
         from kornia.geometry.conversions import normalize_pixel_coordinates
         from kornia.geometry.depth import depth_to_3d_v2
@@ -216,8 +220,11 @@ class CameraWarp:
         cam = self.camera
         h, w, n = cam.height, cam.width, len(rel)
         far = self.far_depth if far_depth is None else float(far_depth)
-        depth = torch.from_numpy(np.stack([cam.ground_depth(p, self.max_depth, far)
-                                           for p in pitches])).float()
+        if depth is None:
+            depth = torch.from_numpy(np.stack([cam.ground_depth(p, self.max_depth, far)
+                                               for p in pitches])).float()
+        else:  # a depth of each destination view (metres; the sky's inf kept finite)
+            depth = torch.as_tensor(depth, dtype=torch.float32).clamp(1e-2, MAX_DEPTH)
         pts = depth_to_3d_v2(depth, torch.from_numpy(k_dst).float())  # (N, H, W, 3), dst frame
         pts = transform_points(torch.from_numpy(rel).float(), pts.reshape(n, -1, 3))
         # A point behind the source camera has no projection; push it far off the image so
@@ -228,19 +235,22 @@ class CameraWarp:
         return normalize_pixel_coordinates(uv, h, w).reshape(n, h, w, 2)
 
     def sampling_grid(self, src: Sequence[CameraState], dst: Sequence[CameraState],
-                      far_depth: float | None = None) -> torch.Tensor:
+                      far_depth: float | None = None,
+                      depth: torch.Tensor | None = None) -> torch.Tensor:
         """Where each pixel of ``dst[i]`` samples the frame of ``src[i]``, ``(N, H, W, 2)``.
 
         In :func:`torch.nn.functional.grid_sample`'s normalised coordinates (align_corners).
         It depends on the cameras only, not on the frames, so callers that warp many frames
         between the same cameras (the action judge) compute it once. For a pure rotation it
-        is the homography's grid, whatever the depth.
+        is the homography's grid, whatever the depth. ``depth`` ``(N, H, W)``: the depth of
+        each *destination* view (metres) instead of the fixed prior, e.g. a learned one
+        (:mod:`world.mvdt.depth`).
         """
         cam = self.camera
         rel = np.stack([self._relative(s, d) for s, d in zip(src, dst, strict=True)])
         k_src = np.stack([cam.intrinsics(s.pitch) for s in src])
         k_dst = np.stack([cam.intrinsics(d.pitch) for d in dst])
-        return self._grid(rel, k_src, k_dst, [d.pitch for d in dst], far_depth)
+        return self._grid(rel, k_src, k_dst, [d.pitch for d in dst], far_depth, depth)
 
     def valid_mask(self, src: Sequence[CameraState], dst: Sequence[CameraState],
                    far_depth: float | None = None) -> torch.Tensor:

@@ -161,14 +161,15 @@ class HonestConfig:
 
 
 def model_generator(model, codec, eval_config, progress: bool = True,
-                    context_noise: float = 0.0) -> Generator:
+                    context_noise: float = 0.0, depth_model=None) -> Generator:
     """A :data:`Generator` for an MVDT model with :func:`world.training.evaluate.rollout`'s sampler.
 
     A model with geometric memory (``config.warp_sources``) is rolled out by
     :class:`world.mvdt.warp.WarpRollout` with the same sampler settings, which keeps its
     memory of the start frame and the newest frame and their commanded cameras.
     ``context_noise`` (that rollout only) is the inference context noise of
-    :class:`world.mvdt.MVDTPipeline`.
+    :class:`world.mvdt.MVDTPipeline`; ``depth_model`` its memory's learned depth
+    (:mod:`world.mvdt.depth`).
     """
     from world.training.evaluate import rollout
 
@@ -188,7 +189,7 @@ def model_generator(model, codec, eval_config, progress: bool = True,
                               guidance_interval=tuple(eval_config.guidance_interval),
                               shift=eval_config.shift or model.config.flow_shift)
         gen = WarpRollout(model, codec, sampler, torch.Generator().manual_seed(eval_config.seed),
-                          eval_config.negative, context_noise)
+                          eval_config.negative, context_noise, depth_model=depth_model)
         gen.reset(np.stack([c.frames[0] for c in clips]))
         out = [gen.step([Action.from_index(int(c.actions[k])) for c in clips])
                for k in tqdm(range(n_chunks), desc="honest", disable=not progress)]
@@ -202,13 +203,15 @@ class _Predictors:
     """Every predictor's frames for a set of clips: model, baselines and the truth."""
 
     def __init__(self, clips: list[Clip], n: int, fpc: int, warp: CameraWarp,
-                 generate: Generator | None) -> None:
+                 generate: Generator | None, depth_warp=None) -> None:
         self.first = np.stack([c.frames[0] for c in clips])
         self.actions = np.stack([c.actions[:n] for c in clips])
         self.truth = np.stack([c.frames[1:1 + n * fpc] for c in clips])
         self.videos = {"repeat": repeat_last(self.first, n * fpc),
                        "warp": warp.predict(self.first, self.actions, fpc),
                        "warp_chain": warp.predict(self.first, self.actions, fpc, chain=True)}
+        if depth_warp is not None:  # learned, so not a baseline: a predictor beside them
+            self.videos["warp_depth"] = depth_warp.predict(self.first, self.actions, fpc)
         self.seconds = 0.0
         if generate is not None:
             t0 = time.perf_counter()
@@ -235,7 +238,7 @@ def _pairs(first: np.ndarray, video: np.ndarray, fpc: int) -> tuple[np.ndarray, 
 def honest_evaluate(generate: Generator | None, config: HonestConfig | None = None,
                     resolution: tuple[int, int] = (64, 64), frames_per_chunk: int = 4,
                     world_factory=None, out_dir: str | Path | None = None,
-                    idm=None) -> dict:
+                    idm=None, depth_warp=None) -> dict:
     """Score a world model (or only the baselines) on fresh sandbox scenes.
 
     Parameters
@@ -252,6 +255,9 @@ def honest_evaluate(generate: Generator | None, config: HonestConfig | None = No
     idm : world.training.idm.InverseDynamics, optional
         The project's IDM, reported beside the judge for comparison (it is not independent:
         a sibling of it was the shipped model's training critic).
+    depth_warp : world.mvdt.depth.DepthWarp, optional
+        Also score the start frame warped with a learned depth (``"warp_depth"``, horizons
+        only): what the memory's depth model alone gives, beside the fixed-prior baseline.
 
     Returns
     -------
@@ -280,7 +286,7 @@ def honest_evaluate(generate: Generator | None, config: HonestConfig | None = No
                                "downsample": judge.downsample}}
     if cfg.episodes > 0:
         results.update(_horizon_part(cfg, s_h, resolution, fpc, warp, judge, generate,
-                                     world_factory, idm, flow))
+                                     world_factory, idm, flow, depth_warp))
     if cfg.loop_episodes > 0 and cfg.loop_ks:
         results["loop_closure"] = _loop_part(cfg, s_loop, resolution, fpc, warp, generate,
                                              world_factory)
@@ -326,10 +332,10 @@ def _to_ceiling(model: dict, truth: dict) -> dict:
 
 
 def _horizon_part(cfg, seeds, resolution, fpc, warp, judge, generate, world_factory,
-                  idm, flow=None) -> dict:
+                  idm, flow=None, depth_warp=None) -> dict:
     clips = ground_truth_episodes(seeds, cfg.horizon, resolution, fpc, seed=cfg.seed,
                                   world_factory=world_factory)
-    p = _Predictors(clips, cfg.horizon, fpc, warp, generate)
+    p = _Predictors(clips, cfg.horizon, fpc, warp, generate, depth_warp)
     names = list(p.videos)
     per_step = {name: {"psnr": [], "ssim": [], "sharpness": []} for name in names}
     per_step["truth"] = {"sharpness": []}
@@ -457,7 +463,8 @@ def _long_part(cfg, seeds, resolution, fpc, warp, judge, generate, world_factory
 
 # --------------------------------------------------------------------------- reporting
 _LABELS = {"repeat": "repeat start frame", "warp": "warp of start frame",
-           "warp_chain": "warp, chained", "model": "model", "truth": "truth"}
+           "warp_chain": "warp, chained", "warp_depth": "warp, learned depth", "model": "model",
+           "truth": "truth"}
 
 
 def format_honest_table(res: dict) -> str:
@@ -466,7 +473,8 @@ def format_honest_table(res: dict) -> str:
     if "horizon" in res:
         at = res["horizon"]["at"]
         hs = list(at)
-        names = [n for n in ("repeat", "warp", "warp_chain", "model") if n in at[hs[0]]]
+        names = [n for n in ("repeat", "warp", "warp_chain", "warp_depth", "model")
+                 if n in at[hs[0]]]
         lines.append("predictor              PSNR " + "/".join(hs) + "      SSIM "
                      + "/".join(hs) + "      sharpness " + "/".join(hs))
         for name in names:

@@ -166,6 +166,10 @@ def add_parser(sub) -> None:
                    help="--honest: long random walks")
     e.add_argument("--long-chunks", type=int, default=64,
                    help="--honest: chunks per long walk (reported in windows of 16)")
+    e.add_argument("--prior-depth", action="store_true",
+                   help="--honest: warp the model's geometric memory with the fixed depth prior "
+                        "even when the checkpoint ships a learned depth (CHECKPOINT/depth), "
+                        "for the ablation")
     e.set_defaults(func=run_eval)
 
     v = ws.add_parser("serve", help="serve world engines over a WebSocket API",
@@ -356,9 +360,16 @@ def _run_honest(args: argparse.Namespace, model, codec, idm, cfg) -> int:
     honest = HonestConfig(episodes=args.episodes, horizon=args.horizon,
                           loop_episodes=args.loop_episodes, long_episodes=args.long_episodes,
                           long_chunks=args.long_chunks, seed=args.seed)
-    results = honest_evaluate(model_generator(model, codec, cfg), honest,
+    from world.baselines import CameraWarp, SandboxCamera
+    from world.mvdt.depth import DepthWarp, memory_depth
+
+    depth = None if args.prior_depth else memory_depth(args.checkpoint)
+    depth_warp = (None if depth is None else
+                  DepthWarp(CameraWarp(SandboxCamera(mc.frame_height, mc.frame_width)), depth))
+    results = honest_evaluate(model_generator(model, codec, cfg, depth_model=depth), honest,
                               (mc.frame_height, mc.frame_width), mc.frames_per_chunk,
-                              out_dir=args.out, idm=idm)
+                              out_dir=args.out, idm=idm, depth_warp=depth_warp)
+    results["memory_depth"] = "fixed prior" if depth is None else "learned (checkpoint/depth)"
     results["sampler"] = {"name": cfg.sampler, "num_steps": cfg.num_steps,
                           "guidance_scale": cfg.guidance_scale,
                           "guidance_interval": list(cfg.guidance_interval),

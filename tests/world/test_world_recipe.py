@@ -100,8 +100,10 @@ def test_shipped_warp_recipe_extends_the_history_chain_with_the_geometric_memory
     # The same stages as the model it starts from, whose export becomes the warm start...
     assert [s.name for s in warp.stages[:len(base.stages)]] == [s.name for s in base.stages]
     assert warp.stages[len(base.stages) - 1].args["out"] == "R/mvdt-sandbox"
-    stage, export = warp.stages[-2:]
+    stage, export, depth = warp.stages[-3:]
     assert stage.kind == "train" and export.kind == "export"
+    # The memory's depth model goes into the exported checkpoint's depth/ folder.
+    assert depth.kind == "depth" and depth.args["out"] == export.args["out"] + "/depth"
     assert stage.config["init_from"] == "R/mvdt-sandbox"
     assert export.args["run"] == stage.config["run_dir"]
     assert export.args["out"].endswith("mvdt-warp")

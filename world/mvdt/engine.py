@@ -126,6 +126,9 @@ class MVDTWorld(WorldEngine):
         frames as displayed (clipped to the codec's range, rounded to 8 bits), so values the
         codec cannot show never feed the next chunk; ``"latents"`` keeps the sampler's raw
         output (the behaviour before; its out-of-range values compound in long drives).
+    use_depth : bool
+        Warp the geometric memory with the checkpoint's learned depth (its ``depth/`` folder,
+        :mod:`world.mvdt.depth`) when it has one; False keeps the fixed depth prior.
     """
 
     name = "mvdt"
@@ -150,6 +153,7 @@ class MVDTWorld(WorldEngine):
         device: str = "cpu",
         context_noise: float = 0.0,
         feedback: str = "shown",
+        use_depth: bool = True,
     ) -> None:
         ckpt_dir = None
         if model is None:
@@ -189,9 +193,13 @@ class MVDTWorld(WorldEngine):
         self.feedback = feedback
         self.warp_memory = None
         if cfg.warp_sources:
+            from world.mvdt.depth import memory_depth
             from world.mvdt.warp import WarpMemory
 
-            self.warp_memory = WarpMemory(cfg, self.codec, self.motion)
+            # The checkpoint's learned depth, if it ships one (mvdt-warp does): walls come
+            # towards the camera instead of staying at the prior's 16 m.
+            depth = memory_depth(ckpt_dir) if use_depth else None
+            self.warp_memory = WarpMemory(cfg, self.codec, self.motion, depth_model=depth)
         self.seed = int(seed)
         self.history = HistoryBuffer(cfg)
         self._state = CameraState()

@@ -81,7 +81,8 @@ def _warp_with_mask(warp: CameraWarp, frames: np.ndarray, src: Sequence[CameraSt
                     dst: Sequence[CameraState], grids: reuse.InferenceMemo | None):
     """:meth:`CameraWarp.warp_with_mask`, its sampling grids (which depend on the cameras only)
     taken from ``grids`` when the same geometry came before."""
-    if grids is None or not reuse.switched_on():  # cameras only: no weights, no autograd
+    if grids is None or not reuse.switched_on() or not isinstance(warp, CameraWarp):
+        # A learned depth (world.mvdt.depth.DepthWarp) makes the grid depend on the frames.
         return warp.warp_with_mask(frames, src, dst)
     grid, valid = grids.get(("grid", _geometry_key(warp, src, dst)), lambda: _grid_and_mask(
         warp, src, dst))
@@ -150,12 +151,20 @@ class WarpMemory:
         The model's codec.
     step : MotionStep, optional
         Motion per frame of an action (the sandbox's by default, as the engine reports).
+    depth_model : world.mvdt.depth.DepthNet, optional
+        Warp with the depth it predicts for each remembered frame instead of the fixed prior
+        (:class:`world.mvdt.depth.DepthWarp`).
     """
 
-    def __init__(self, config: MVDTConfig, codec, step: MotionStep | None = None) -> None:
+    def __init__(self, config: MVDTConfig, codec, step: MotionStep | None = None,
+                 depth_model=None) -> None:
         self.config, self.codec = config, codec
         self.step = step or MotionStep()
         self.warp = camera_warp(config, self.step)
+        if depth_model is not None:
+            from world.mvdt.depth import DepthWarp
+
+            self.warp = DepthWarp(self.warp, depth_model)
         self.grids = reuse.InferenceMemo(64)
         self.first: np.ndarray | None = None
         self.first_states: list[CameraState] = []
@@ -212,17 +221,20 @@ class WarpRollout:
     context_noise : float
         Standard deviation of Gaussian noise added to the history latents at inference
         (GameNGen / DIAMOND style; 0 = off).
+    depth_model : world.mvdt.depth.DepthNet, optional
+        The memory's learned depth (:class:`WarpMemory`).
     """
 
     def __init__(self, model, codec, sampler, generator: torch.Generator | None = None,
-                 negative: str = "null", context_noise: float = 0.0) -> None:
+                 negative: str = "null", context_noise: float = 0.0,
+                 depth_model=None) -> None:
         from world.mvdt.pipeline import MVDTPipeline
 
         self.model, self.codec = model, codec
         self.pipeline = MVDTPipeline(model, codec, sampler, negative=negative,
                                      context_noise=context_noise)
         self.generator = generator or torch.Generator().manual_seed(0)
-        self.memory = WarpMemory(model.config, codec)
+        self.memory = WarpMemory(model.config, codec, depth_model=depth_model)
         self.history: torch.Tensor | None = None
         model.eval()
 

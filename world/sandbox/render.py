@@ -350,10 +350,32 @@ class SandboxRenderer:
             out[..., ch] = rgba[..., ch]
         return out
 
-    def _shade_walls(self, hits, idx, fog, cam_h, horizon, lut) -> None:
-        """Write the texture index and fog of every wall pixel into ``idx`` and ``fog``."""
+    def render_depth(self, state: CameraState) -> np.ndarray:
+        """Depth of every pixel of :meth:`render`'s frame from ``state``: ``(H, W)`` float32.
+
+        Depth is the camera-frame ``z`` in metres (distance along the optical axis of the
+        pitch-0 camera; pitch is the renderer's shear), ``inf`` for the sky. The geometric
+        memory's depth model learns from it (:mod:`world.mvdt.depth`); nothing at run time
+        reads it.
+        """
+        f = self.focal
+        cam_h = max(-float(state.y), 0.05)
+        horizon = self.height / 2 + f * np.tan(float(state.pitch))
+        with np.errstate(divide="ignore"):
+            ground = np.where(self._row > horizon, cam_h * f / (self._row - horizon), np.inf)
+        depth = np.repeat(ground.astype(np.float32)[:, None], self.width, axis=1)
+        _, reach = self._fog_tables(cam_h)
+        hits = self._trace(state, cam_h, horizon, reach)
+        if hits is not None:
+            layer, wall = self._wall_layers(hits)
+            t_s = np.ones((hits["m"] + 1, self.width), np.float32)
+            t_s[hits["rank"], hits["col"]] = hits["t"]
+            np.copyto(depth, t_s.ravel()[layer * self.width + self._cols], where=wall)
+        return depth
+
+    def _wall_layers(self, hits) -> tuple[np.ndarray, np.ndarray]:
+        """Per pixel, the rank of the wall face it shows (0: none), and the wall mask."""
         h_px, w_px = self.height, self.width
-        m = hits["m"]
         col, rank = hits["col"], hits["rank"]
         start = np.clip(np.ceil(hits["top"] - 0.5), 0, h_px).astype(np.intp)
         stop = np.clip(np.ceil(hits["bot"] - 0.5), 0, h_px).astype(np.intp)
@@ -370,7 +392,14 @@ class SandboxRenderer:
         # farthest first so that the nearest wins.
         for i in np.flatnonzero(hits["floating"])[::-1]:
             layer[start[i] : stop[i], col[i]] = rank[i]
-        wall = layer > 0
+        return layer, layer > 0
+
+    def _shade_walls(self, hits, idx, fog, cam_h, horizon, lut) -> None:
+        """Write the texture index and fog of every wall pixel into ``idx`` and ``fog``."""
+        w_px = self.width
+        m = hits["m"]
+        col, rank = hits["col"], hits["rank"]
+        layer, wall = self._wall_layers(hits)
         # Per-face tables of shape (m + 1, W); row 0 stands for "no face".
         t_s = np.ones((m + 1, w_px), np.float32)
         base_s = np.zeros((m + 1, w_px), np.intp)

@@ -46,7 +46,7 @@ from world.training.train import TrainConfig, TrainError, export_checkpoint, tra
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("data", "idm", "train", "export")
+KINDS = ("data", "idm", "train", "export", "depth")
 LOG_NAME = "training_log.jsonl"
 STATE_NAME = "stages.json"
 
@@ -211,6 +211,17 @@ def _run_export(stage: Stage, log: _Log) -> dict:
     return {"out": str(out)}
 
 
+def _run_depth(stage: Stage) -> dict:
+    """The geometric memory's depth model (:mod:`world.training.depth`), into ``args.out``
+    (the exported checkpoint's ``depth/`` folder)."""
+    from world.training.depth import train_depth
+
+    a = stage.args
+    res = train_depth(a["out"], scenes=int(a.get("scenes", 400)),
+                      minutes=float(a.get("minutes", 25.0)), seed=int(a.get("seed", 0)))
+    return {"out": str(a["out"]), "steps": res["steps"], "heldout": res["heldout"]}
+
+
 def run_recipe(
     recipe: Recipe | str | Path,
     variables: dict[str, str] | None = None,
@@ -279,6 +290,8 @@ def run_recipe(
             result = _run_idm(stage, stage_device)
         elif stage.kind == "train":
             result = _run_train(stage, stage_device, log, progress, max_steps)
+        elif stage.kind == "depth":
+            result = _run_depth(stage)
         else:
             result = _run_export(stage, log)
         seconds = time.perf_counter() - t0
