@@ -126,6 +126,15 @@ class TrainConfig:
         Learning-rate multiplier of the geometric-memory parameters (names containing
         ``warp`` or the refiner's ``gate``): they start at zero on a warm start and must move
         far in a short CPU run while the rest is only fine-tuned.
+    own_rollout : float
+        Fraction of batches whose whole history (after the true start frame) is the EMA
+        model's own rollout of the clip's actions, target still the true chunk
+        (:mod:`world.training.self_forcing`; 0 = teacher forcing only).
+    own_rollout_chunks : int
+        Largest chunk position of such a batch (its rollout generates that many chunks).
+    own_rollout_sampler : dict
+        Sampler of the rollout as in ``sampler.json``; empty = the ``sampler.json`` of
+        ``init_from``, else the shipped checkpoint's.
     """
 
     name: str = "sandbox-64"
@@ -158,6 +167,9 @@ class TrainConfig:
     seed: int = 0
     init_from: str = ""
     warp_lr_scale: float = 1.0
+    own_rollout: float = 0.0
+    own_rollout_chunks: int = 8
+    own_rollout_sampler: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -286,13 +298,17 @@ class ChunkSampler:
             return space.encode(frames)
         return torch.stack([self.codec.encode(f.numpy()) for f in frames])
 
-    def sample(self, batch: int) -> dict[str, Any]:
+    def sample(self, batch: int, chunk: int | None = None,
+               history_source=None) -> dict[str, Any]:
+        """A batch at a random chunk position, or at ``chunk``; ``history_source(clips,
+        actions, k)`` (:class:`world.training.self_forcing.RolloutHistory`) may replace the
+        history frames before they are encoded."""
         n, chunks = self.actions.shape
         if self.weights is None:
             idx = torch.randint(n, (batch,), generator=self.gen)
-            k = int(torch.randint(chunks, (1,), generator=self.gen))
+            k = int(torch.randint(chunks, (1,), generator=self.gen)) if chunk is None else chunk
         else:
-            k = int(torch.randint(chunks, (1,), generator=self.gen))
+            k = int(torch.randint(chunks, (1,), generator=self.gen)) if chunk is None else chunk
             idx = torch.multinomial(self.weights[:, k], batch, replacement=True,
                                     generator=self.gen)
         start = 1 + k * self.fps
@@ -305,6 +321,8 @@ class ChunkSampler:
             clips = torch.where(flip.reshape(-1, 1, 1, 1, 1).to(clips.device), clips.flip(3),
                                 clips)
             actions = torch.where(flip[:, None], self._mirrored[actions], actions)
+        if history_source is not None and k > 0:
+            clips = history_source(clips, actions, k)  # self-forcing: generated history
         out = {
             "history": self._encode(clips[:, hist_idx]),
             "target": self._encode(clips[:, start:start + self.fps]),
@@ -649,11 +667,18 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
         except (WorldError, AttributeError, TypeError, ValueError) as err:
             raise TrainError(f"self_history_sampler is not a usable sampler spec ({err}); write "
                              'it as {"name": "euler", "params": {"num_steps": 4}}.') from err
+    roller = None
+    if cfg.own_rollout > 0:
+        from world.training.self_forcing import RolloutHistory, rollout_sampler_spec
+
+        roller = RolloutHistory(ema, codec, rollout_sampler_spec(cfg.own_rollout_sampler,
+                                                                 cfg.init_from),
+                                cfg.own_rollout, cfg.own_rollout_chunks, cfg.seed)
     critic = (load_motion_critic(cfg.motion_critic, codec, model_config, device)
               if cfg.motion_critic and cfg.motion_weight > 0 else None)
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=cfg.name, disable=not progress)
     model.train()
-    running, ok = [], True
+    running, ok, n_own = [], True, 0
 
     def checkpoint() -> None:
         state["elapsed"] = time.perf_counter() - t_start
@@ -674,7 +699,9 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
             for g in opt.param_groups:
                 g["lr"] = g.get("lr_scale", 1.0) * _lr_at(state["step"], cfg,
                                                           time.perf_counter() - t_start)
-            batch = sampler.sample(cfg.batch_size)
+            k_own = roller.plan(state["step"], sampler.actions.shape[1]) if roller else None
+            batch = sampler.sample(cfg.batch_size, k_own, roller if k_own else None)
+            n_own += k_own is not None
             if self_pipe is not None:
                 # Seeded by the step, so a resumed run makes the same choices.
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state["step"])
@@ -703,7 +730,9 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
                        "loss_motion": parts.get("loss_motion"),
                        "grad_norm": float(gnorm), "lr": opt.param_groups[0]["lr"],
                        "elapsed": time.perf_counter() - t_start}
-                running = []
+                if roller is not None:
+                    row["own_rollout_batches"] = n_own
+                running, n_own = [], 0
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
                 with log_path.open("a") as log:
                     log.write(json.dumps(row) + "\n")
