@@ -221,8 +221,7 @@ class CameraWarp:
         h, w, n = cam.height, cam.width, len(rel)
         far = self.far_depth if far_depth is None else float(far_depth)
         if depth is None:
-            depth = torch.from_numpy(np.stack([cam.ground_depth(p, self.max_depth, far)
-                                               for p in pitches])).float()
+            depth = self.prior_depth(pitches, far)
         else:  # a depth of each destination view (metres; the sky's inf kept finite)
             depth = torch.as_tensor(depth, dtype=torch.float32).clamp(1e-2, MAX_DEPTH)
         pts = depth_to_3d_v2(depth, torch.from_numpy(k_dst).float())  # (N, H, W, 3), dst frame
@@ -233,6 +232,13 @@ class CameraWarp:
         pts = torch.where(behind, torch.tensor([1e6, 1e6, 1.0]), pts)
         uv = project_points(pts, torch.from_numpy(k_src).float()[:, None])
         return normalize_pixel_coordinates(uv, h, w).reshape(n, h, w, 2)
+
+    def prior_depth(self, pitches: Sequence[float], far_depth: float | None = None
+                    ) -> torch.Tensor:
+        """The fixed depth prior of views tilted by ``pitches``: ``(N, H, W)`` float32."""
+        far = self.far_depth if far_depth is None else float(far_depth)
+        return torch.from_numpy(np.stack([self.camera.ground_depth(p, self.max_depth, far)
+                                          for p in pitches])).float()
 
     def sampling_grid(self, src: Sequence[CameraState], dst: Sequence[CameraState],
                       far_depth: float | None = None,
@@ -263,14 +269,16 @@ class CameraWarp:
         return (grid.abs() <= 1.0 + 1e-4).all(dim=-1)
 
     def warp_with_mask(self, frames: np.ndarray, src: Sequence[CameraState],
-                       dst: Sequence[CameraState]) -> tuple[np.ndarray, torch.Tensor]:
+                       dst: Sequence[CameraState], depth: torch.Tensor | None = None
+                       ) -> tuple[np.ndarray, torch.Tensor]:
         """:meth:`warp` and :meth:`valid_mask` together: ``(uint8 (N, H, W, 3), bool (N, H, W))``.
 
         One sampling grid serves both (for a pure rotation it is the homography's, so the
         result is :meth:`warp`'s up to float rounding), which halves the cost of computing
         them apart; the geometric memory of the MVDT calls this for every training batch.
+        ``depth``: of each destination view, as in :meth:`sampling_grid`.
         """
-        grid = self.sampling_grid(src, dst)
+        grid = self.sampling_grid(src, dst, depth=depth)
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
         warped = out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

@@ -163,8 +163,7 @@ def target_depth(warp: CameraWarp, source_depth: torch.Tensor, src: Sequence[Cam
     dst_t_src = torch.from_numpy(np.linalg.inv(src_t_dst)).float()
     pts = depth_to_3d_v2(source_depth.float().clamp(1e-2, MAX_DEPTH), k_src)  # source frame
     z = transform_points(dst_t_src, pts.reshape(n, -1, 3))[..., 2].reshape(n, 1, h, w)
-    fallback = torch.from_numpy(np.stack([cam.ground_depth(d.pitch, warp.max_depth,
-                                                           warp.far_depth) for d in dst])).float()
+    fallback = warp.prior_depth([d.pitch for d in dst])
     depth = None
     for _ in range(max(int(iterations), 1)):
         grid = warp.sampling_grid(src, dst, depth=depth)
@@ -207,27 +206,32 @@ class DepthWarp:
         self._memo.move_to_end(key)
         return self._memo[key]
 
-    def sampling_grid(self, frames: np.ndarray, src: Sequence[CameraState],
-                      dst: Sequence[CameraState]) -> torch.Tensor:
-        """Where each pixel of ``dst[i]`` samples ``frames[i]`` (seen from ``src[i]``)."""
+    def target_depth(self, frames: np.ndarray, src: Sequence[CameraState],
+                     dst: Sequence[CameraState]) -> torch.Tensor:
+        """Depth ``(N, H, W)`` of each ``dst[i]`` from the learned depth of ``frames[i]``."""
         frames = np.asarray(frames, np.uint8)
         # Identical source frames (a chunk's frames all warp the same one) share one forward;
         # found by their bytes (np.unique over rows costs more than the net itself).
-        first: dict[bytes, int] = {}
-        inverse = [first.setdefault(f.tobytes(), len(first)) for f in frames]
-        uniq = frames[[inverse.index(k) for k in range(len(first))]]
-        depth = self.source_depth(uniq)[torch.tensor(inverse)]
-        dst_depth = target_depth(self.warp, depth, src, dst, self.iterations)
-        return self.warp.sampling_grid(src, dst, depth=dst_depth)
+        index: dict[bytes, int] = {}
+        inverse, firsts = [], []
+        for i, f in enumerate(frames):
+            k = index.setdefault(f.tobytes(), len(index))
+            if k == len(firsts):
+                firsts.append(i)
+            inverse.append(k)
+        depth = self.source_depth(frames[firsts])[torch.tensor(inverse)]
+        return target_depth(self.warp, depth, src, dst, self.iterations)
+
+    def sampling_grid(self, frames: np.ndarray, src: Sequence[CameraState],
+                      dst: Sequence[CameraState]) -> torch.Tensor:
+        """Where each pixel of ``dst[i]`` samples ``frames[i]`` (seen from ``src[i]``)."""
+        return self.warp.sampling_grid(src, dst, depth=self.target_depth(frames, src, dst))
 
     def warp_with_mask(self, frames: np.ndarray, src: Sequence[CameraState],
                        dst: Sequence[CameraState]) -> tuple[np.ndarray, torch.Tensor]:
         """As :meth:`CameraWarp.warp_with_mask`, with the learned depth."""
-        grid = self.sampling_grid(frames, src, dst)
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        warped = out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        return warped, (grid.abs() <= 1.0 + 1e-4).all(dim=-1)
+        return self.warp.warp_with_mask(frames, src, dst,
+                                        depth=self.target_depth(frames, src, dst))
 
     def predict(self, first: np.ndarray, actions: np.ndarray, frames_per_chunk: int
                 ) -> np.ndarray:

@@ -59,8 +59,7 @@ def log_depth_error(model: DepthNet, frames: np.ndarray, depths: np.ndarray) -> 
     from world.baselines import CameraWarp, SandboxCamera
 
     warp = CameraWarp(SandboxCamera(frames.shape[1], frames.shape[2]))
-    prior = np.log(np.clip(warp.camera.ground_depth(0.0, warp.max_depth, warp.far_depth),
-                           lo, hi))[None]
+    prior = np.log(np.clip(warp.prior_depth([0.0]).numpy(), lo, hi))
     return {"log_l1": float(np.mean(np.abs(pred - truth))),
             "median_rel": float(np.median(np.abs(np.exp(pred - truth) - 1))),
             "prior_log_l1": float(np.mean(np.abs(prior - truth))),
