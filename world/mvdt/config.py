@@ -113,6 +113,9 @@ class MVDTConfig:
     warp_camera : dict
         Overrides of the camera/depth prior: ``fov_deg``, ``camera_height``, ``max_depth``,
         ``far_depth`` (defaults: the sandbox's, as :class:`world.baselines.CameraWarp`).
+    warp_interpolation : str
+        How the memory resamples remembered frames: ``"bilinear"`` (as the baseline) or
+        ``"bicubic"`` (keeps fine detail that repeated bilinear warps wash out).
     codec : dict
         How frames map to latents (data, interpreted by the engine): ``{"type": "pixel",
         "factor": 4}`` for space-to-depth pixels, or whatever :mod:`world.vae` records.
@@ -156,6 +159,7 @@ class MVDTConfig:
     warp_dropout: float = 0.1
     warp_gate_bias: float = -3.0
     warp_camera: dict[str, float] = field(default_factory=dict)
+    warp_interpolation: str = "bilinear"
     codec: dict[str, Any] = field(default_factory=lambda: {"type": "pixel", "factor": 4})
     version: int = CONFIG_VERSION
 
@@ -221,6 +225,8 @@ class MVDTConfig:
                                                "far_depth"}
         if unknown_cam:
             problems.append(f"warp_camera has unknown keys {sorted(unknown_cam)}")
+        if self.warp_interpolation not in ("bilinear", "bicubic"):
+            problems.append("warp_interpolation must be 'bilinear' or 'bicubic'")
         if self.action_template not in ("14b", "5b"):
             problems.append("action_template must be '14b' or '5b'")
         if problems:

@@ -37,11 +37,12 @@ from world.mvdt.config import MVDTConfig
 
 
 def camera_warp(config: MVDTConfig, step: MotionStep | None = None) -> CameraWarp:
-    """The :class:`~world.baselines.CameraWarp` of a model config (frame size, ``warp_camera``)."""
+    """The :class:`~world.baselines.CameraWarp` of a model config (frame size, ``warp_camera``,
+    ``warp_interpolation``)."""
     cam_keys = {k: v for k, v in config.warp_camera.items() if k in ("fov_deg", "camera_height")}
     depth_keys = {k: v for k, v in config.warp_camera.items() if k in ("max_depth", "far_depth")}
     cam = SandboxCamera(config.frame_height, config.frame_width, **cam_keys)
-    return CameraWarp(cam, step, **depth_keys)
+    return CameraWarp(cam, step, interpolation=config.warp_interpolation, **depth_keys)
 
 
 def encode_batch(codec, frames: np.ndarray) -> torch.Tensor:
@@ -88,7 +89,8 @@ def _warp_with_mask(warp: CameraWarp, frames: np.ndarray, src: Sequence[CameraSt
         warp, src, dst))
     # The rest of warp_with_mask, unchanged.
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    out = F.grid_sample(x, grid, mode=warp.interpolation, padding_mode="border",
+                        align_corners=True)
     return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy(), valid
 
 

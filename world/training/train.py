@@ -135,6 +135,11 @@ class TrainConfig:
     own_rollout_sampler : dict
         Sampler of the rollout as in ``sampler.json``; empty = the ``sampler.json`` of
         ``init_from``, else the shipped checkpoint's.
+    warp_depth : str
+        Folder of a learned memory depth (:mod:`world.mvdt.depth`, e.g.
+        ``world/checkpoints/mvdt-warp/depth``): the geometric memory of every batch is warped
+        with it, as the engine warps at run time, and it is copied into the run's checkpoint
+        (``depth/``). Empty = the fixed depth prior.
     """
 
     name: str = "sandbox-64"
@@ -170,6 +175,7 @@ class TrainConfig:
     own_rollout: float = 0.0
     own_rollout_chunks: int = 8
     own_rollout_sampler: dict = field(default_factory=dict)
+    warp_depth: str = ""
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -264,7 +270,8 @@ class ChunkSampler:
 
     def __init__(self, frames: torch.Tensor, actions: torch.Tensor, frames_per_step: int,
                  codec, max_history: int | None = None, seed: int = 0,
-                 balance: float = 0.0, mirror: bool = False, model_config=None) -> None:
+                 balance: float = 0.0, mirror: bool = False, model_config=None,
+                 depth_model=None) -> None:
         self.frames, self.actions, self.codec = frames, actions, codec
         # A model with geometric memory gets its warp conditioning in every batch.
         self.warp_config = (model_config if model_config is not None
@@ -274,6 +281,10 @@ class ChunkSampler:
             from world.mvdt.warp import camera_warp
 
             self._warp = camera_warp(self.warp_config)
+            if depth_model is not None:  # warp as the engine does with a learned depth
+                from world.mvdt.depth import DepthWarp
+
+                self._warp = DepthWarp(self._warp, depth_model)
         self.fps = frames_per_step
         self.max_history = max_history
         self.gen = torch.Generator().manual_seed(seed)
@@ -354,10 +365,26 @@ class ChunkSampler:
             clips.device)
 
 
+def _warp_depth_model(cfg: TrainConfig, model_config):
+    """The learned memory depth of ``cfg.warp_depth`` (None when empty), checked early."""
+    if not cfg.warp_depth:
+        return None
+    if not getattr(model_config, "warp_sources", None):
+        raise TrainError("warp_depth is set but the model has no geometric memory "
+                         "(model.warp_sources); set both or neither.")
+    from world.mvdt.depth import load_depth_model
+
+    try:
+        return load_depth_model(cfg.warp_depth)
+    except FileNotFoundError as err:
+        raise TrainError(str(err)) from err
+
+
 def make_sampler(dataset: ClipDataset | list[ClipDataset], codec, model_config, seed: int = 0,
                  device: str | torch.device = "cpu", balance: float = 0.0,
-                 mirror: bool = False) -> ChunkSampler:
-    """A :class:`ChunkSampler` over every clip of ``dataset`` (or several) for a model config."""
+                 mirror: bool = False, depth_model=None) -> ChunkSampler:
+    """A :class:`ChunkSampler` over every clip of ``dataset`` (or several) for a model config;
+    ``depth_model`` (:class:`world.mvdt.depth.DepthNet`) warps its geometric memory."""
     sets = dataset if isinstance(dataset, list) else [dataset]
     shapes = {(d.frames_per_step, d.chunks_per_clip, d.height, d.width) for d in sets}
     if len(shapes) != 1:
@@ -366,7 +393,8 @@ def make_sampler(dataset: ClipDataset | list[ClipDataset], codec, model_config, 
     frames = torch.cat([d.all_frames() for d in sets]).to(device)
     actions = torch.cat([d.all_actions() for d in sets])
     return ChunkSampler(frames, actions, sets[0].frames_per_step, codec,
-                        model_config.max_history_frames, seed, balance, mirror, model_config)
+                        model_config.max_history_frames, seed, balance, mirror, model_config,
+                        depth_model)
 
 
 # --------------------------------------------------------------------------- state files
@@ -614,9 +642,11 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
             f"{model_config.frame_height}x{model_config.frame_width} frames; fix the config."
         )
     codec = codec_from_config(model_config.codec)
+    depth_model = _warp_depth_model(cfg, model_config)
     sampler = make_sampler(train_sets, codec, model_config, cfg.seed, device,
-                           cfg.balance_actions, cfg.mirror)
-    held_sampler = make_sampler(held_set, codec, model_config, cfg.seed + 1, device)
+                           cfg.balance_actions, cfg.mirror, depth_model)
+    held_sampler = make_sampler(held_set, codec, model_config, cfg.seed + 1, device,
+                                depth_model=depth_model)
     channels = sampler.sample(1)["target"].shape[1]
     if channels != model_config.latent_channels:
         raise TrainError(
@@ -690,6 +720,8 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
                                   "elapsed": state["elapsed"]}) + "\n")
         save_state(last, model, ema, opt, {**state, "sampler": sampler.state()}, model_config)
         save_checkpoint(ema, ckpt_dir)
+        if depth_model is not None:  # the checkpoint warps at run time as it trained
+            shutil.copytree(cfg.warp_depth, ckpt_dir / "depth", dirs_exist_ok=True)
         _write_meta(ckpt_dir, cfg, state, n_params)
         plot_loss(log_path, run / "loss.png", f"{cfg.name}: {n_params / 1e6:.2f} M params")
 
@@ -856,6 +888,10 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path
         shutil.copytree(idm_dir, tmp / "idm")
     elif (dest / "idm").is_dir():
         shutil.copytree(dest / "idm", tmp / "idm")
+    if (ckpt / "depth").is_dir():  # trained with a learned memory depth: it ships with it
+        shutil.copytree(ckpt / "depth", tmp / "depth")
+    elif (dest / "depth").is_dir():
+        shutil.copytree(dest / "depth", tmp / "depth")
     if sampler is not None:
         (tmp / "sampler.json").write_text(json.dumps(sampler, indent=1))
     elif (dest / "sampler.json").is_file():
