@@ -100,17 +100,20 @@ def test_shipped_warp_recipe_extends_the_history_chain_with_the_geometric_memory
     # The same stages as the model it starts from, whose export becomes the warm start...
     assert [s.name for s in warp.stages[:len(base.stages)]] == [s.name for s in base.stages]
     assert warp.stages[len(base.stages) - 1].args["out"] == "R/mvdt-sandbox"
-    stage, export, depth = warp.stages[-3:]
-    assert stage.kind == "train" and export.kind == "export"
-    # The memory's depth model goes into the exported checkpoint's depth/ folder.
-    assert depth.kind == "depth" and depth.args["out"] == export.args["out"] + "/depth"
-    assert stage.config["init_from"] == "R/mvdt-sandbox"
-    assert export.args["run"] == stage.config["run_dir"]
+    memory, depth, tune, export = warp.stages[-4:]
+    assert [memory.kind, depth.kind, tune.kind, export.kind] == ["train", "depth", "train",
+                                                                 "export"]
+    assert memory.config["init_from"] == "R/mvdt-sandbox"
+    # The memory's learned depth is trained next, the fine-tune warps with it (and ships it).
+    assert tune.config["warp_depth"] == depth.args["out"]
+    assert tune.config["init_from"] == memory.config["run_dir"] + "/checkpoint"
+    assert export.args["run"] == tune.config["run_dir"]
     assert export.args["out"].endswith("mvdt-warp")
     # ...and the warm start is the one the shipped mvdt-warp was trained with, step for step.
     shipped = json.loads((ROOT / "world" / "checkpoints" / "mvdt-warp" / "training.json")
                          .read_text())
-    assert stage.config["model"] == shipped["train_config"]["model"]
-    assert stage.config["max_steps"] == shipped["step"]
+    assert tune.config["model"] == shipped["train_config"]["model"]
+    assert tune.config["max_steps"] == shipped["step"]
+    assert tune.config["warp_depth"] and shipped["train_config"]["warp_depth"]
     assert json.loads((ROOT / "world" / "checkpoints" / "mvdt-warp" / "sampler.json")
                       .read_text()) == export.args["sampler"]
