@@ -133,3 +133,13 @@ def test_default_rollout_sampler_is_the_shipped_one(tmp_path):
     assert rollout_sampler_spec({}, "") == shipped
     assert rollout_sampler_spec({}, "world/checkpoints/mvdt-warp") == shipped
     assert rollout_sampler_spec(FAST_SAMPLER, "world/checkpoints/mvdt-warp") == FAST_SAMPLER
+
+
+def test_rollout_warps_its_memory_with_the_runs_learned_depth(parts):
+    from world.mvdt.depth import DepthNet, DepthWarp
+
+    _, _, _, codec, model, _ = parts
+    plain = RolloutHistory(model, codec, FAST_SAMPLER, 1.0, 2, seed=0)
+    learned = RolloutHistory(model, codec, FAST_SAMPLER, 1.0, 2, seed=0, depth_model=DepthNet())
+    assert not isinstance(plain.rollout.memory.warp, DepthWarp)
+    assert isinstance(learned.rollout.memory.warp, DepthWarp)

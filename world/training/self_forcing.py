@@ -74,10 +74,13 @@ class RolloutHistory:
         generations, so this bounds a step's time).
     seed : int
         Seed of the per-step choices and of the rollout noise.
+    depth_model : world.mvdt.depth.DepthNet, optional
+        The learned memory depth the run trains with (``TrainConfig.warp_depth``): the rollout
+        warps its memory as the batches and the engine do.
     """
 
     def __init__(self, model, codec, sampler_spec: dict[str, Any], fraction: float = 0.5,
-                 max_chunks: int = 8, seed: int = 0) -> None:
+                 max_chunks: int = 8, seed: int = 0, depth_model=None) -> None:
         from world.mvdt import get_sampler
         from world.mvdt.pipeline import split_sampler_spec
 
@@ -91,7 +94,8 @@ class RolloutHistory:
         if getattr(model.config, "warp_sources", None):
             from world.mvdt.warp import WarpRollout
 
-            self.rollout = WarpRollout(model, codec, sampler, negative=negative)
+            self.rollout = WarpRollout(model, codec, sampler, negative=negative,
+                                       depth_model=depth_model)
         else:
             from world.training.evaluate import BatchedRollout
 

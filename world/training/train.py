@@ -703,7 +703,7 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
 
         roller = RolloutHistory(ema, codec, rollout_sampler_spec(cfg.own_rollout_sampler,
                                                                  cfg.init_from),
-                                cfg.own_rollout, cfg.own_rollout_chunks, cfg.seed)
+                                cfg.own_rollout, cfg.own_rollout_chunks, cfg.seed, depth_model)
     critic = (load_motion_critic(cfg.motion_critic, codec, model_config, device)
               if cfg.motion_critic and cfg.motion_weight > 0 else None)
     bar = tqdm(total=cfg.max_steps, initial=state["step"], desc=cfg.name, disable=not progress)
