@@ -225,8 +225,10 @@ class MVDTConfig:
                                                "far_depth"}
         if unknown_cam:
             problems.append(f"warp_camera has unknown keys {sorted(unknown_cam)}")
-        if self.warp_interpolation not in ("bilinear", "bicubic"):
-            problems.append("warp_interpolation must be 'bilinear' or 'bicubic'")
+        from world.baselines import INTERPOLATIONS
+
+        if self.warp_interpolation not in INTERPOLATIONS:
+            problems.append(f"warp_interpolation must be one of {list(INTERPOLATIONS)}")
         if self.action_template not in ("14b", "5b"):
             problems.append("action_template must be '14b' or '5b'")
         if problems:

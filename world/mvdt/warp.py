@@ -85,18 +85,9 @@ def _warp_with_mask(warp: CameraWarp, frames: np.ndarray, src: Sequence[CameraSt
     if grids is None or not reuse.switched_on() or not isinstance(warp, CameraWarp):
         # A learned depth (world.mvdt.depth.DepthWarp) makes the grid depend on the frames.
         return warp.warp_with_mask(frames, src, dst)
-    grid, valid = grids.get(("grid", _geometry_key(warp, src, dst)), lambda: _grid_and_mask(
-        warp, src, dst))
-    # The rest of warp_with_mask, unchanged.
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    out = F.grid_sample(x, grid, mode=warp.interpolation, padding_mode="border",
-                        align_corners=True)
-    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy(), valid
-
-
-def _grid_and_mask(warp: CameraWarp, src, dst) -> tuple[torch.Tensor, torch.Tensor]:
-    grid = warp.sampling_grid(src, dst)
-    return grid, (grid.abs() <= 1.0 + 1e-4).all(dim=-1)
+    grid = grids.get(("grid", _geometry_key(warp, src, dst)),
+                     lambda: warp.sampling_grid(src, dst))
+    return warp.resample(frames, grid)
 
 
 def warp_condition(config: MVDTConfig, codec, warp: CameraWarp,

@@ -213,7 +213,7 @@ def _run_export(stage: Stage, log: _Log) -> dict:
 
 def _run_depth(stage: Stage) -> dict:
     """The geometric memory's depth model (:mod:`world.training.depth`), into ``args.out``
-    (the exported checkpoint's ``depth/`` folder)."""
+    (a checkpoint's ``depth/`` folder, or a folder a train stage's ``warp_depth`` names)."""
     from world.training.depth import train_depth
 
     a = stage.args

@@ -720,8 +720,9 @@ def train(config: TrainConfig | str | Path, progress: bool = True,
                                   "elapsed": state["elapsed"]}) + "\n")
         save_state(last, model, ema, opt, {**state, "sampler": sampler.state()}, model_config)
         save_checkpoint(ema, ckpt_dir)
-        if depth_model is not None:  # the checkpoint warps at run time as it trained
-            shutil.copytree(cfg.warp_depth, ckpt_dir / "depth", dirs_exist_ok=True)
+        if depth_model is not None and not (ckpt_dir / "depth").is_dir():
+            # Once: the checkpoint warps at run time as it trained.
+            shutil.copytree(cfg.warp_depth, ckpt_dir / "depth")
         _write_meta(ckpt_dir, cfg, state, n_params)
         plot_loss(log_path, run / "loss.png", f"{cfg.name}: {n_params / 1e6:.2f} M params")
 
