@@ -15,7 +15,10 @@ machine than the wall clock's.
 Usage::
 
     .venv/bin/python benchmarks/bench_mvdt_fps.py [--repeats 7] [--steps 12] [--threads 2]
-        [--final 3] [--json out.json]
+        [--final 3] [--json out.json] [--checkpoint FOLDER]
+
+``--checkpoint`` times another MVDT folder (a copy of the shipped one with another inference
+setting, say) with its own sampler.
 """
 
 from __future__ import annotations
@@ -75,10 +78,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--final", type=int, default=3, help="repeats of the default path at the end")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--checkpoint", default=None, help="MVDT checkpoint (default: shipped)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    worlds = {"before (reuse off)": make_world("mvdt"), "after (default)": make_world("mvdt")}
+    worlds = {name: make_world("mvdt", checkpoint=args.checkpoint)
+              for name in ("before (reuse off)", "after (default)")}
     flags = {"before (reuse off)": False, "after (default)": True}
     for name, world in worlds.items():
         world.reset(seed=SEED)
@@ -88,8 +93,8 @@ def main() -> None:
     reuse.set_enabled(True)
     sampler = worlds["after (default)"].pipeline.sampler
     frames_per_step = len(worlds["after (default)"].step("·").frames)
-    print(f"MVDT engine.step, shipped checkpoint, {sampler!r}, 64x64, {args.threads} threads, "
-          f"{args.steps} steps x {frames_per_step} frames per repeat")
+    print(f"MVDT engine.step, {args.checkpoint or 'shipped checkpoint'}, {sampler!r}, 64x64, "
+          f"{args.threads} threads, {args.steps} steps x {frames_per_step} frames per repeat")
     worlds["before (reuse off)"].step("·")  # the same history in both worlds
 
     rates: dict[str, list[float]] = {k: [] for k in worlds}

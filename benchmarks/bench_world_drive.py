@@ -4,11 +4,12 @@ Drives the shipped MVDT world and the sandbox (which renders the true view for t
 commands) along one scripted route from the same start, saves their frames at 0, 15, ..., 120 s
 side by side (top row the sandbox's truth, bottom row the model) and prints, for each saved
 moment, the model's sharpness (Laplacian variance) as a fraction of the truth's and its mean
-colour difference (0-255). Look at the PNG; the numbers only say where to look.
+colour difference (0-255), per scene and (several scenes) their median. Look at the PNG; the
+numbers only say where to look.
 
     .venv/bin/python benchmarks/bench_world_drive.py [--seconds 120] [--every 15] \\
-        [--size 64] [--seed 3000001] [--out runs/world/drive.png] [--checkpoint DIR] \\
-        [--context-noise 0.0] [--feedback shown|latents]
+        [--size 64] [--seed 3000001 | 3000001-3000005] [--out runs/world/drive.png] \\
+        [--checkpoint DIR] [--context-noise 0.0] [--feedback shown|latents]
 
 ``--checkpoint`` drives another MVDT checkpoint (e.g. one with geometric memory,
 ``world/mvdt/warp.py``); ``--context-noise`` and ``--feedback`` are the engine's inference
@@ -55,44 +56,77 @@ def drive(engine, seconds: float, every: float, seed: int) -> tuple[list[np.ndar
     return [shots[k] for k in sorted(shots)], time.perf_counter() - t0
 
 
+def _scenes(text: str) -> list[int]:
+    """``3000001`` or ``3000001-3000005`` or ``3000001,3000004``."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--every", type=float, default=15.0)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=3_000_001, help="scene (outside training seeds)")
-    ap.add_argument("--out", type=Path, default=Path("runs/world/drive.png"))
+    ap.add_argument("--seed", type=_scenes, default=[3_000_001],
+                    help="scene, or scenes as 3000001-3000005 (outside training seeds)")
+    ap.add_argument("--out", type=Path, default=Path("runs/world/drive.png"),
+                    help="the strip image (.png or .jpg)")
     ap.add_argument("--checkpoint", default=None, help="MVDT checkpoint (default: shipped)")
     ap.add_argument("--context-noise", type=float, default=0.0,
                     help="std of noise on the history latents at inference (0 = off)")
     ap.add_argument("--feedback", choices=("shown", "latents"), default="shown",
                     help="history keeps the shown frames re-encoded, or the raw latents")
     args = ap.parse_args()
+    if args.out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        ap.error(f"--out names the strip image: a .png or .jpg file, not {str(args.out)!r}.")
 
-    rows, walls = {}, {}
-    for name in ("sandbox", "mvdt"):
-        extra = ({"checkpoint": args.checkpoint, "context_noise": args.context_noise,
-                  "feedback": args.feedback} if name == "mvdt" else {})
-        engine = make_world(name, height=args.size, width=args.size, **extra)
-        try:
-            rows[name], walls[name] = drive(engine, args.seconds, args.every, args.seed)
-        finally:
-            engine.close()
-    truth, model = rows["sandbox"], rows["mvdt"]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    engines = {"sandbox": make_world("sandbox", height=args.size, width=args.size),
+               "mvdt": make_world("mvdt", height=args.size, width=args.size,
+                                  checkpoint=args.checkpoint, context_noise=args.context_noise,
+                                  feedback=args.feedback)}
     gap = np.full((args.size, 4, 3), 255, np.uint8)
-    strip = np.concatenate([np.concatenate([x for f in r for x in (f, gap)], axis=1)
-                            for r in (truth, model)], axis=0)
+    blocks, table, walls = [], [], dict.fromkeys(engines, 0.0)
+    try:
+        for scene in args.seed:
+            rows = {}
+            for name, engine in engines.items():
+                rows[name], wall = drive(engine, args.seconds, args.every, scene)
+                walls[name] += wall
+            truth, model = rows["sandbox"], rows["mvdt"]
+            # Per scene: the truth above the model, one column per saved moment.
+            blocks.append(np.concatenate(
+                [np.concatenate([x for f in r for x in (f, gap)], axis=1)
+                 for r in (truth, model)], axis=0))
+            table.append([(sharpness(b[None]) / max(sharpness(a[None]), 1e-9),
+                           float(np.abs(a.reshape(-1, 3).mean(0)
+                                        - b.reshape(-1, 3).mean(0)).mean()))
+                          for a, b in zip(truth, model, strict=True)])
+    finally:
+        for engine in engines.values():
+            engine.close()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    sep = np.full((6, blocks[0].shape[1], 3), 255, np.uint8)
+    strip = np.concatenate([x for b in blocks for x in (b, sep)][:-1], axis=0)
     Image.fromarray(strip).resize((strip.shape[1] * 2, strip.shape[0] * 2),
                                   Image.NEAREST).save(args.out)
-    print(f"{args.seconds:g} s drive, {args.size}x{args.size}, scene {args.seed}; "
-          f"wall: sandbox {walls['sandbox']:.1f} s, mvdt {walls['mvdt']:.1f} s")
-    print(f"{'t (s)':>6} {'sharpness model/truth':>22} {'colour diff (0-255)':>20}")
-    for k, (a, b) in enumerate(zip(truth, model, strict=True)):
-        ratio = sharpness(b[None]) / max(sharpness(a[None]), 1e-9)
-        colour = float(np.abs(a.reshape(-1, 3).mean(0) - b.reshape(-1, 3).mean(0)).mean())
-        print(f"{k * args.every:>6g} {ratio:>22.2f} {colour:>20.1f}")
-    print(f"strip: {args.out} (top: the sandbox's true view; bottom: the MVDT)")
+    times = [k * args.every for k in range(len(table[0]))]
+    print(f"{args.seconds:g} s drive, {args.size}x{args.size}, scenes "
+          f"{', '.join(map(str, args.seed))}; wall: sandbox {walls['sandbox']:.1f} s, "
+          f"mvdt {walls['mvdt']:.1f} s")
+    for title, col in (("sharpness, model / truth", 0), ("mean colour difference (0-255)", 1)):
+        print(f"\n{title}")
+        print(f"{'scene':>8} " + " ".join(f"{t:>6g}" for t in times))
+        for scene, row in zip(args.seed, table, strict=True):
+            print(f"{scene:>8} " + " ".join(f"{v[col]:>6.2f}" if col == 0 else f"{v[col]:>6.1f}"
+                                           for v in row))
+        if len(table) > 1:
+            med = np.median(np.array([[v[col] for v in row] for row in table]), axis=0)
+            print(f"{'median':>8} " + " ".join(f"{m:>6.2f}" if col == 0 else f"{m:>6.1f}"
+                                               for m in med))
+    print(f"strip: {args.out} (per scene, top: the sandbox's true view; bottom: the MVDT)")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,30 @@ def test_gate_copies_a_valid_warp_and_ignores_an_invalid_one():
         assert torch.allclose(model(x, sigma, ctx, hist, warp=invalid), plain, atol=1e-5)
 
 
+def test_trust_moves_the_blend_toward_the_warps_at_inference_only():
+    torch.manual_seed(0)
+    base = preset("tiny", prediction="x0", refiner_channels=8, warp_sources=["first"],
+                  warp_gate_bias=0.0)
+    plain = MVDTModel(base)
+    trusting = MVDTModel(base.replace(warp_trust=4.0))
+    trusting.load_state_dict(plain.state_dict())
+    c, f = base.latent_channels, base.chunk_latent_frames
+    x = torch.randn(1, c, f, 8, 8)
+    z = torch.rand(1, c, f, 8, 8)
+    warp = torch.cat([z, torch.ones(1, 1, f, 8, 8)], 1)
+    ctx = plain.encode_actions([None])
+    sigma = torch.tensor([0.5])
+
+    def x0_error(model):
+        with torch.no_grad():
+            return (x - 0.5 * model(x, sigma, ctx, warp=warp) - z).abs().mean().item()
+
+    plain.eval(), trusting.eval()
+    assert x0_error(trusting) < 0.2 * x0_error(plain)  # logit +4: the warp gets ~e^4 more weight
+    plain.train(), trusting.train()
+    assert x0_error(trusting) == pytest.approx(x0_error(plain))  # training learns the gate as is
+
+
 def test_shipped_checkpoint_has_the_memory_and_its_base_still_loads_without():
     shipped = load_checkpoint(DEFAULT_CHECKPOINT)
     assert DEFAULT_CHECKPOINT.name == "mvdt-warp"
@@ -148,6 +172,9 @@ def test_bad_warp_sources_are_refused_in_one_sentence():
         preset("tiny", prediction="x0", refiner_channels=8, warp_sources=["middle"])
     with pytest.raises(WorldError, match="refiner_channels"):
         preset("tiny", warp_sources=["first"])
+    with pytest.raises(WorldError, match="warp_trust"):
+        preset("tiny", prediction="x0", refiner_channels=8, warp_sources=["first"],
+               warp_trust=float("nan"))
     with pytest.raises(WorldError, match="warp_interpolation"):
         preset("tiny", prediction="x0", refiner_channels=8, warp_sources=["first"],
                warp_interpolation="lanczos")

@@ -117,3 +117,6 @@ def test_shipped_warp_recipe_extends_the_history_chain_with_the_geometric_memory
     assert tune.config["warp_depth"] and shipped["train_config"]["warp_depth"]
     assert json.loads((ROOT / "world" / "checkpoints" / "mvdt-warp" / "sampler.json")
                       .read_text()) == export.args["sampler"]
+    # The export sets the inference trust in the memory that the shipped config carries.
+    assert export.args["warp_trust"] == json.loads(
+        (ROOT / "world" / "checkpoints" / "mvdt-warp" / "config.json").read_text())["warp_trust"]

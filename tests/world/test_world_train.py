@@ -174,6 +174,24 @@ def test_export_checkpoint(trained, tmp_path):
     assert load_checkpoint(dest).config.frames_per_chunk == 2
 
 
+def test_export_sets_the_inference_trust_and_keeps_the_weights(trained, tmp_path):
+    from world.mvdt.checkpoint import read_metadata
+    from world.train import export_checkpoint
+
+    _, cfg, _ = trained
+    src = cfg.run_dir
+    dest = export_checkpoint(src, tmp_path / "ship", warp_trust=3)
+    shipped = load_checkpoint(dest)  # loads: the re-saved config hash matches
+    assert shipped.config.warp_trust == 3.0
+    assert json.loads((dest / "config.json").read_text())["warp_trust"] == 3.0
+    ema = load_checkpoint(f"{src}/checkpoint")
+    for k, v in ema.state_dict().items():
+        torch.testing.assert_close(shipped.state_dict()[k], v)
+    assert read_metadata(dest)["dtype"] == read_metadata(f"{src}/checkpoint")["dtype"]
+    with pytest.raises(TrainError, match="warp_trust"):
+        export_checkpoint(src, tmp_path / "bad", warp_trust="high")
+
+
 def test_export_raw_weights(trained, tmp_path):
     from world.train import export_checkpoint
 

@@ -110,6 +110,11 @@ class MVDTConfig:
         Initial logit of each warp source in the output gate (vs 0 for the model's own
         prediction): the x0 estimate is a per-position softmax blend of the refined prediction
         and the warps, each warp weighted by its validity.
+    warp_trust : float
+        Logit added at inference (never in training) to every warp source's gate: how much more
+        the finished model trusts its geometric memory than it learnt to. A training-free knob
+        chosen on fresh scenes after training, as a guidance scale is (0 = as trained); the
+        shipped ``mvdt-warp`` uses 3 (BENCHMARKS.md, "Trusting the memory more").
     warp_camera : dict
         Overrides of the camera/depth prior: ``fov_deg``, ``camera_height``, ``max_depth``,
         ``far_depth`` (defaults: the sandbox's, as :class:`world.baselines.CameraWarp`).
@@ -158,6 +163,7 @@ class MVDTConfig:
     warp_sources: list[str] = field(default_factory=list)
     warp_dropout: float = 0.1
     warp_gate_bias: float = -3.0
+    warp_trust: float = 0.0
     warp_camera: dict[str, float] = field(default_factory=dict)
     warp_interpolation: str = "bilinear"
     codec: dict[str, Any] = field(default_factory=lambda: {"type": "pixel", "factor": 4})
@@ -221,6 +227,8 @@ class MVDTConfig:
                             "by the refiner)")
         if not 0.0 <= self.warp_dropout <= 1.0:
             problems.append("warp_dropout must lie in [0, 1]")
+        if not math.isfinite(self.warp_trust):
+            problems.append("warp_trust must be a finite number")
         unknown_cam = set(self.warp_camera) - {"fov_deg", "camera_height", "max_depth",
                                                "far_depth"}
         if unknown_cam:

@@ -174,8 +174,10 @@ class ChunkRefiner(nn.Module):
     """
 
     def __init__(self, channels: int, hidden: int, cond_dim: int = 0,
-                 warp_sources: int = 0, gate_bias: float = -3.0) -> None:
+                 warp_sources: int = 0, gate_bias: float = -3.0, trust: float = 0.0) -> None:
         super().__init__()
+        # Added to the warp logits in eval mode only: training keeps learning the gate as is.
+        self.trust = float(trust)
         self.cond_dim = cond_dim
         self.warp_sources = int(warp_sources)
         extra = 2 if cond_dim else 1
@@ -260,6 +262,8 @@ class ChunkRefiner(nn.Module):
         # model's own estimate (logit 0) and each warp (learnt logit + log of its validity), so
         # a warp never counts where it samples outside its source frame.
         logits = self.gate(feats).reshape(b * f, s, c, h, w) + weight_log
+        if self.trust and not self.training:
+            logits = logits + self.trust
         logits = torch.cat([logits.new_zeros(b * f, 1, c, h, w), logits], dim=1)
         weights = logits.softmax(dim=1)
         out = weights[:, 0] * refined + (weights[:, 1:] * warps).sum(dim=1)
@@ -330,7 +334,8 @@ class MVDTModel(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(1, 2, d) / d**0.5)
         self.refiner = (ChunkRefiner(c, config.refiner_channels,
                                      d if config.refiner_action else 0,
-                                     len(config.warp_sources), config.warp_gate_bias)
+                                     len(config.warp_sources), config.warp_gate_bias,
+                                     config.warp_trust)
                         if config.refiner_channels else None)
         # Token-level view of the geometric memory: zero-initialised, so a warm start from a
         # model without it begins with that model's behaviour.

@@ -14,7 +14,8 @@ A recipe is a JSON file (``world/recipes/mvdt-warp.json`` rebuilds the shipped m
   ``for_minutes`` stops the stage early as ``--for-minutes`` does);
 - ``export``: the shippable folder (:func:`world.training.train.export_checkpoint`; keys ``run``,
   ``out``,
-  ``idm``, ``sampler``, ``weights``), which ships the recipe's one training log.
+  ``idm``, ``sampler``, ``weights``, ``warp_trust``: the inference trust in the geometric memory,
+  :class:`world.mvdt.MVDTConfig`), which ships the recipe's one training log.
 
 Strings may name the recipe's ``vars`` as ``{name}`` (``{runs}`` is where runs and clips go), so
 one file serves the full rebuild and a scratch folder alike. ``device`` (recipe-wide, or per
@@ -161,6 +162,17 @@ class _Log:
         done = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
         return max([int(r.get("step", 0)) for r in done if "stage_step" in r] or [0])
 
+    def add_run(self, stage: str, run_dir: str | Path) -> None:
+        """Copy a training run's own rows (``run_dir/log.jsonl``) into the one log, tagged with
+        ``stage``, their steps continuing the earlier stages'."""
+        offset = self.total_steps()
+        for line in Path(run_dir, "log.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            row["stage"] = stage
+            if "step" in row and "event" not in row:
+                row["stage_step"], row["step"] = row["step"], row["step"] + offset
+            self.write(row)
+
 
 def _run_data(stage: Stage) -> dict:
     from world.training.data import WalkPolicy, write_dataset
@@ -192,22 +204,15 @@ def _run_train(stage: Stage, device: str, log: _Log, progress: bool,
                max_steps: int | None) -> dict:
     cfg = TrainConfig.from_dict({**stage.config, "device": device})
     ckpt = train(cfg, progress=progress, max_steps=max_steps, session_minutes=stage.for_minutes)
-    # Copy the stage's own rows into the one log, its steps continuing the earlier stages'.
-    offset = log.total_steps()
-    rows = Path(cfg.run_dir, "log.jsonl").read_text().splitlines()
-    for line in rows:
-        row = json.loads(line)
-        row["stage"] = stage.name
-        if "step" in row and "event" not in row:
-            row["stage_step"], row["step"] = row["step"], row["step"] + offset
-        log.write(row)
+    log.add_run(stage.name, cfg.run_dir)
     return {"checkpoint": str(ckpt)}
 
 
 def _run_export(stage: Stage, log: _Log) -> dict:
     a = stage.args
     out = export_checkpoint(a["run"], a["out"], a.get("idm"), a.get("sampler"),
-                            a.get("weights", "ema"), training_log=log.path)
+                            a.get("weights", "ema"), training_log=log.path,
+                            warp_trust=a.get("warp_trust"))
     return {"out": str(out)}
 
 

@@ -836,9 +836,35 @@ def _earlier_stages(meta: dict, limit: int = 16) -> list[Path]:
     return unique[:limit]
 
 
+def _set_warp_trust(folder: Path, trust: float) -> None:
+    """Re-save the checkpoint in ``folder`` with ``config.warp_trust = trust`` (same weights,
+    same extra metadata)."""
+    from dataclasses import replace
+
+    from world.mvdt import MVDTModel, load_checkpoint
+    from world.mvdt import save_checkpoint as core_save
+    from world.mvdt.checkpoint import read_metadata
+
+    try:
+        trust = float(trust)
+    except (TypeError, ValueError) as err:
+        raise TrainError(f"warp_trust must be a number, not {trust!r}.") from err
+    old = load_checkpoint(folder)
+    try:
+        model = MVDTModel(replace(old.config, warp_trust=trust))
+    except WorldError as err:
+        raise TrainError(str(err)) from err
+    model.load_state_dict(old.state_dict())
+    meta = read_metadata(folder)
+    extra = {k: v for k, v in meta.items() if k not in ("format", "config_sha256", "dtype")}
+    dtype = getattr(torch, meta.get("dtype", "float16"), torch.float16)
+    core_save(model, folder, dtype=dtype, extra_metadata=extra)
+
+
 def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path | None = None,
                       sampler: dict | None = None, weights: str = "ema",
-                      training_log: str | Path | None = None) -> Path:
+                      training_log: str | Path | None = None,
+                      warp_trust: float | None = None) -> Path:
     """Copy a run's shippable files into ``dest``.
 
     ``dest`` receives the EMA checkpoint (``model.safetensors``, ``config.json``,
@@ -850,7 +876,9 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path
     ``weights="raw"`` ships the last raw (non-EMA) weights of ``last/`` instead, for runs too
     short for the EMA to catch up. ``training_log`` (a recipe's one log of every stage, see
     :mod:`world.training.recipe`) is shipped as ``training_log.jsonl`` instead of the per-stage
-    logs.
+    logs. ``warp_trust`` sets the shipped config's :attr:`~world.mvdt.MVDTConfig.warp_trust`
+    (an inference setting chosen on fresh scenes after training; the weights are re-saved so
+    their config hash matches).
     """
     from world.mvdt import MVDTConfig, MVDTModel, load_checkpoint
 
@@ -868,6 +896,8 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path
         save_checkpoint(model, tmp)
     elif weights != "ema":
         raise TrainError(f"weights must be 'ema' or 'raw', not {weights!r}.")
+    if warp_trust is not None:
+        _set_warp_trust(tmp, warp_trust)
     meta = json.loads((tmp / "training.json").read_text())
     meta["weights"] = weights
     (tmp / "training.json").write_text(json.dumps(meta, indent=1))
