@@ -151,7 +151,8 @@ def test_a_recipe_depth_stage_puts_the_model_where_the_engine_looks(tmp_path) ->
     recipe = tmp_path / "depth.json"
     recipe.write_text(json.dumps({"name": "depth-only", "work_dir": "{runs}/work", "stages": [
         {"name": "depth", "kind": "depth",
-         "args": {"out": "{runs}/ckpt/depth", "scenes": 2, "minutes": 0.01}}]}))
+         "args": {"out": "{runs}/ckpt/depth", "scenes": 2, "heldout_scenes": 2,
+                  "minutes": 0.01}}]}))
     assert memory_depth(tmp_path / "ckpt") is None  # no depth/ folder: the fixed prior
     done = run_recipe(recipe, {"runs": str(tmp_path)}, progress=False)
     assert [(r["name"], r["status"]) for r in done] == [("depth", "done")]

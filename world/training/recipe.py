@@ -15,7 +15,9 @@ A recipe is a JSON file (``world/recipes/mvdt-warp.json`` rebuilds the shipped m
 - ``export``: the shippable folder (:func:`world.training.train.export_checkpoint`; keys ``run``,
   ``out``,
   ``idm``, ``sampler``, ``weights``, ``warp_trust``: the inference trust in the geometric memory,
-  :class:`world.mvdt.MVDTConfig`), which ships the recipe's one training log.
+  :class:`world.mvdt.MVDTConfig`), which ships the recipe's one training log;
+- ``depth``: the geometric memory's depth model (:func:`world.training.depth.train_depth`; keys
+  ``out``, ``scenes``, ``heldout_scenes``, ``minutes``, ``seed``).
 
 Strings may name the recipe's ``vars`` as ``{name}`` (``{runs}`` is where runs and clips go), so
 one file serves the full rebuild and a scratch folder alike. ``device`` (recipe-wide, or per
@@ -223,6 +225,7 @@ def _run_depth(stage: Stage) -> dict:
 
     a = stage.args
     res = train_depth(a["out"], scenes=int(a.get("scenes", 400)),
+                      heldout_scenes=int(a.get("heldout_scenes", 32)),
                       minutes=float(a.get("minutes", 25.0)), seed=int(a.get("seed", 0)))
     return {"out": str(a["out"]), "steps": res["steps"], "heldout": res["heldout"]}
 
