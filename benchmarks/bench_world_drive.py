@@ -27,6 +27,7 @@ from PIL import Image
 
 from control.actions import parse_action
 from world.evaluate import sharpness
+from world.honest_eval import colour_drift
 from world.registry import make_world
 
 # Walk, turn while walking, look around, back up: the mix of keys a person uses, on a loop.
@@ -101,9 +102,7 @@ def main() -> None:
                 [np.concatenate([x for f in r for x in (f, gap)], axis=1)
                  for r in (truth, model)], axis=0))
             table.append([(sharpness(b[None]) / max(sharpness(a[None]), 1e-9),
-                           float(np.abs(a.reshape(-1, 3).mean(0)
-                                        - b.reshape(-1, 3).mean(0)).mean()))
-                          for a, b in zip(truth, model, strict=True)])
+                           colour_drift(b, a)) for a, b in zip(truth, model, strict=True)])
     finally:
         for engine in engines.values():
             engine.close()
@@ -116,16 +115,16 @@ def main() -> None:
     print(f"{args.seconds:g} s drive, {args.size}x{args.size}, scenes "
           f"{', '.join(map(str, args.seed))}; wall: sandbox {walls['sandbox']:.1f} s, "
           f"mvdt {walls['mvdt']:.1f} s")
-    for title, col in (("sharpness, model / truth", 0), ("mean colour difference (0-255)", 1)):
+    values = np.array(table)  # scene x moment x (sharpness ratio, colour difference)
+    for title, col, fmt in (("sharpness, model / truth", 0, ">6.2f"),
+                            ("mean colour difference (0-255)", 1, ">6.1f")):
         print(f"\n{title}")
         print(f"{'scene':>8} " + " ".join(f"{t:>6g}" for t in times))
-        for scene, row in zip(args.seed, table, strict=True):
-            print(f"{scene:>8} " + " ".join(f"{v[col]:>6.2f}" if col == 0 else f"{v[col]:>6.1f}"
-                                           for v in row))
+        rows = list(zip(args.seed, values[:, :, col], strict=True))
         if len(table) > 1:
-            med = np.median(np.array([[v[col] for v in row] for row in table]), axis=0)
-            print(f"{'median':>8} " + " ".join(f"{m:>6.2f}" if col == 0 else f"{m:>6.1f}"
-                                               for m in med))
+            rows.append(("median", np.median(values[:, :, col], axis=0)))
+        for label, row in rows:
+            print(f"{label:>8} " + " ".join(format(v, fmt) for v in row))
     print(f"strip: {args.out} (per scene, top: the sandbox's true view; bottom: the MVDT)")
 
 

@@ -836,29 +836,15 @@ def _earlier_stages(meta: dict, limit: int = 16) -> list[Path]:
     return unique[:limit]
 
 
-def _set_warp_trust(folder: Path, trust: float) -> None:
-    """Re-save the checkpoint in ``folder`` with ``config.warp_trust = trust`` (same weights,
-    same extra metadata)."""
+def _with_warp_trust(config, trust):
+    """``config`` with :attr:`~world.mvdt.MVDTConfig.warp_trust` set, refused in one sentence
+    when ``trust`` is not a finite number."""
     from dataclasses import replace
 
-    from world.mvdt import MVDTModel, load_checkpoint
-    from world.mvdt import save_checkpoint as core_save
-    from world.mvdt.checkpoint import read_metadata
-
     try:
-        trust = float(trust)
-    except (TypeError, ValueError) as err:
-        raise TrainError(f"warp_trust must be a number, not {trust!r}.") from err
-    old = load_checkpoint(folder)
-    try:
-        model = MVDTModel(replace(old.config, warp_trust=trust))
-    except WorldError as err:
-        raise TrainError(str(err)) from err
-    model.load_state_dict(old.state_dict())
-    meta = read_metadata(folder)
-    extra = {k: v for k, v in meta.items() if k not in ("format", "config_sha256", "dtype")}
-    dtype = getattr(torch, meta.get("dtype", "float16"), torch.float16)
-    core_save(model, folder, dtype=dtype, extra_metadata=extra)
+        return replace(config, warp_trust=float(trust))
+    except (TypeError, ValueError, WorldError) as err:
+        raise TrainError(f"warp_trust must be a finite number, not {trust!r}.") from err
 
 
 def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path | None = None,
@@ -884,20 +870,23 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path, idm_dir: str | Path
 
     run, dest = Path(run_dir), Path(dest)
     ckpt = run / "checkpoint"
-    load_checkpoint(ckpt)  # refuse to ship something that does not load
+    ema = load_checkpoint(ckpt)  # refuse to ship something that does not load
+    if weights not in ("ema", "raw"):
+        raise TrainError(f"weights must be 'ema' or 'raw', not {weights!r}.")
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name in ("model.safetensors", "config.json", "training.json"):
         shutil.copy2(ckpt / name, tmp / name)
-    if weights == "raw":
-        model = MVDTModel(MVDTConfig.load(run / "last" / "config.json"))
-        model.load_state_dict(load_file(str(run / "last" / "model.safetensors")))
+    if weights == "raw" or warp_trust is not None:
+        # Other weights or another config: written anew, so the config hash matches.
+        config = ema.config if weights == "ema" else MVDTConfig.load(run / "last" / "config.json")
+        if warp_trust is not None:
+            config = _with_warp_trust(config, warp_trust)
+        model = MVDTModel(config)
+        model.load_state_dict(ema.state_dict() if weights == "ema"
+                              else load_file(str(run / "last" / "model.safetensors")))
         save_checkpoint(model, tmp)
-    elif weights != "ema":
-        raise TrainError(f"weights must be 'ema' or 'raw', not {weights!r}.")
-    if warp_trust is not None:
-        _set_warp_trust(tmp, warp_trust)
     meta = json.loads((tmp / "training.json").read_text())
     meta["weights"] = weights
     (tmp / "training.json").write_text(json.dumps(meta, indent=1))
