@@ -19,10 +19,15 @@ run: $(STAMP)
 	@bash .ci/system-packages.sh
 	$(BIN)/yume run
 
+# Two pytest workers (pytest-xdist), each test file whole on one of them: about half the suite
+# waits on real time (LSL streams, paced sessions), so the 2-core machine runs it in ~60 % of the
+# serial time. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	@bash .ci/system-packages.sh
 	QT_QPA_PLATFORM=offscreen SDL_VIDEODRIVER=dummy SDL_AUDIODRIVER=dummy \
-		$(BIN)/python -m pytest -q --durations=25
+		$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -128,7 +128,9 @@ def test_autoscaling_config_is_applied(cluster):
 
 def test_two_sessions_own_worlds_pinned_to_their_replicas(cluster):
     chunks = 12
-    expected = {seed: _local_rollout(seed, chunks) for seed in (1, 2)}
+    # A loaded machine (another test beside this one) makes the paced stream drop the oldest
+    # frames now and then, as designed, so the received frames may reach past `chunks`.
+    expected = {seed: _local_rollout(seed, 3 * chunks) for seed in (1, 2)}
     clients = {seed: _client(cluster) for seed in (1, 2)}
     try:
         opened = {seed: c.open(seed=seed, **OPEN) for seed, c in clients.items()}
@@ -153,8 +155,13 @@ def test_two_sessions_own_worlds_pinned_to_their_replicas(cluster):
                 # Every frame is the next one of this session's own world, made where its state
                 # lives: the same pixels as the in-process rollout of its seed.
                 ref = expected[seed][f.chunk][f.header.offset]
+                assert f.index == (f.chunk - 1) * FRAMES_PER_STEP + f.header.offset + 1
                 np.testing.assert_array_equal(f.image, ref)
-            assert [f.index for f in frames] == list(range(1, len(frames) + 1))
+            # In order, and every frame missing from the count is one the service says it
+            # dropped.
+            indices = [f.index for f in frames]
+            assert indices == sorted(set(indices)) and indices[0] >= 1
+            assert indices[-1] - len(frames) <= frames[-1].header.dropped
             times = [f.header.world_time for f in frames]
             assert np.allclose(np.diff(times), 1.0 / RATE)
             # Walking forward moves the camera: the poses are the world's.
